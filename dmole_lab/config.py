@@ -1,0 +1,347 @@
+"""Typed run configuration: frozen dataclasses, YAML presets and strict dotted overrides.
+
+A preset (``configs/<name>.yaml``) and command-line overrides (``--train.lr=1e-4``) are both
+applied through :func:`apply_overrides`, which refuses unknown keys and values of the wrong
+type instead of silently ignoring them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PRESETS_DIR = PROJECT_ROOT / "configs"
+
+#: Default stream order: mirrors the paper's order of task *types* (method.md section 2).
+DEFAULT_TASKS = (
+    "caption",
+    "grounding",
+    "textcap",
+    "count_mc",
+    "ocr",
+    "relation_cap",
+    "color_vqa",
+    "arith_vqa",
+    "shape_mc",
+)
+
+
+class ConfigError(ValueError):
+    """A preset or override names an unknown key or gives a value of the wrong type."""
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which checkpoint to tune and where it runs."""
+
+    path: str = field(
+        default="data/tiny-llava",
+        metadata=_help("local folder of a Hugging Face vision-language checkpoint"),
+    )
+    dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16"))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N"))
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """The synthetic continual stream (see dmole_lab.tasks)."""
+
+    tasks: tuple[str, ...] = field(default=DEFAULT_TASKS, metadata=_help("stream order"))
+    n_train: int = field(default=384, metadata=_help("training samples per task"))
+    n_test: int = field(default=48, metadata=_help("test samples per task"))
+    n_general: int = field(default=96, metadata=_help("samples of the held-out general set"))
+    seed: int = field(default=0, metadata=_help("seed of the data generator"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of each stage (method.md section 2, training)."""
+
+    lr: float = field(default=2e-3, metadata=_help("peak learning rate"))
+    epochs: int = field(default=2, metadata=_help("epochs over each task's training set"))
+    batch_size: int = field(default=16, metadata=_help("samples per optimiser step"))
+    warmup_ratio: float = field(default=0.03, metadata=_help("share of steps of linear warm-up"))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping; 0 disables"))
+    max_steps: int = field(default=0, metadata=_help("cap on steps per stage; 0 = no cap"))
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA shape used by the sequential-LoRA baseline (method.md section 2)."""
+
+    r: int = field(default=4, metadata=_help("rank"))
+    alpha: float = field(default=8.0, metadata=_help("scaling numerator: delta W = alpha/r B A"))
+    dropout: float = field(default=0.05, metadata=_help("dropout on the LoRA input"))
+    modules: str = field(
+        default="all",
+        metadata=_help("which per-layer linear modules get LoRA: all or candidates"),
+    )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation after every stage."""
+
+    batch_size: int = field(default=96, metadata=_help("samples per generation batch"))
+    max_new_tokens: int = field(default=24, metadata=_help("generation length cap"))
+    cider_scale: float = field(
+        default=10.0,
+        metadata=_help("CIDEr-D is multiplied by this; 10 puts a perfect caption at 100"),
+    )
+    general: bool = field(default=True, metadata=_help("also score the held-out general set"))
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pre-training of the embedded tiny model on the base mix (dmole_lab.pretrain)."""
+
+    vision_steps: int = field(default=1200, metadata=_help("phase 1: vision-tower steps"))
+    vision_lr: float = field(default=2e-3, metadata=_help("phase 1: peak learning rate"))
+    vision_batch_size: int = field(default=64, metadata=_help("phase 1: images per step"))
+    steps: int = field(default=2000, metadata=_help("phase 2: whole-model steps"))
+    batch_size: int = field(default=32, metadata=_help("phase 2: samples per step"))
+    lr: float = field(default=1e-3, metadata=_help("phase 2: peak learning rate"))
+    n_samples: int = field(default=8000, metadata=_help("size of the base-mix training set"))
+    out: str = field(default="data/tiny-llava", metadata=_help("where the checkpoint goes"))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a continual run depends on; its hash names the run folder."""
+
+    method: str = field(default="seq-lora", metadata=_help("continual method"))
+    seed: int = field(default=0, metadata=_help("seed of training (data has stream.seed)"))
+    runs_dir: str = field(default="runs", metadata=_help("parent folder of run folders"))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def to_dict(cfg: Any) -> dict:
+    """Nested plain-dict view of a config (tuples become lists), for JSON and YAML."""
+    out = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def config_hash(cfg: RunConfig, exclude: tuple[str, ...] = ("runs_dir", "pretrain")) -> str:
+    """Short stable hash of what determines a run's results (not where it is stored)."""
+    d = {k: v for k, v in to_dict(cfg).items() if k not in exclude}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _resolve_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` (from YAML or the command line) to ``tp`` or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(f"{key} expects a comma-separated list, got {value!r}")
+        return tuple(_coerce(key, v, item_tp) for v in items)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: union types are not supported in configs")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key} expects bool (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects int, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} expects int, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} expects float, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} expects str, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def allowed_keys(cfg_cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted key a preset or override may set."""
+    keys = []
+    hints = _resolve_types(cfg_cls)
+    for f in fields(cfg_cls):
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            keys += allowed_keys(tp, prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _set(cfg: Any, parts: list[str], value: Any, full_key: str) -> Any:
+    hints = _resolve_types(type(cfg))
+    names = [f.name for f in fields(cfg)]
+    head = parts[0]
+    if head not in names:
+        where = full_key[: len(full_key) - len(".".join(parts))].rstrip(".") or "the top level"
+        raise ConfigError(
+            f"unknown config key {full_key!r}: {head!r} is not a field of {where}; "
+            f"allowed: {', '.join(names)}"
+        )
+    tp = hints[head]
+    current = getattr(cfg, head)
+    if is_dataclass(tp):
+        if len(parts) == 1:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full_key} is a section; set its fields, e.g. {full_key}.x=...")
+            new = current
+            for k, v in value.items():
+                new = _set(new, [k], v, f"{full_key}.{k}")
+            return replace(cfg, **{head: new})
+        return replace(cfg, **{head: _set(current, parts[1:], value, full_key)})
+    if len(parts) > 1:
+        raise ConfigError(f"unknown config key {full_key!r}: {head!r} has no sub-keys")
+    return replace(cfg, **{head: _coerce(full_key, value, tp)})
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """Return ``cfg`` with dotted ``overrides`` applied; raise ConfigError on any bad key/type."""
+    for key, value in overrides.items():
+        cfg = _set(cfg, key.split("."), value, key)
+    return cfg
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in ``configs/``."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """Flat dotted dict of a preset by name (``configs/<name>.yaml``) or by path."""
+    path = Path(name)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"preset {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {path} must be a mapping of config keys")
+    return _flatten(data)
+
+
+def parse_cli_overrides(args: list[str]) -> dict[str, str]:
+    """Parse ``--a.b=value`` / ``--a.b value`` tokens into a dotted dict."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if not tok.startswith("--"):
+            raise ConfigError(f"unexpected argument {tok!r}; overrides look like --train.lr=1e-4")
+        tok = tok[2:]
+        if "=" in tok:
+            key, value = tok.split("=", 1)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            key, value = tok, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"override --{tok} has no value; write --{tok}=VALUE")
+        out[key] = value
+        i += 1
+    return out
+
+
+def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The RunConfig of a preset plus overrides (either may be omitted)."""
+    cfg = RunConfig()
+    if preset:
+        cfg = apply_overrides(cfg, load_preset(preset))
+    return apply_overrides(cfg, overrides or {})
+
+
+def resolve_path(path: str) -> Path:
+    """A relative path is taken from the working directory if it exists, else the project root."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return PROJECT_ROOT / p
+
+
+def describe(cfg_cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) for every field, for ``--help`` style listings."""
+    rows = []
+    hints = _resolve_types(cfg_cls)
+    defaults = cfg_cls()
+    for f in fields(cfg_cls):
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            rows += describe(tp, prefix + f.name + ".")
+        else:
+            rows.append((prefix + f.name, _type_name(tp), getattr(defaults, f.name),
+                         f.metadata.get("help", "")))
+    return rows
+
+
+__all__ = [
+    "ConfigError", "RunConfig", "ModelConfig", "StreamConfig", "TrainConfig", "LoraConfig",
+    "EvalConfig", "PretrainConfig", "apply_overrides", "build_config", "load_preset",
+    "parse_cli_overrides", "config_hash", "to_dict", "allowed_keys", "resolve_path",
+    "list_presets", "describe", "DEFAULT_TASKS",
+]
