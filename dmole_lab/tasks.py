@@ -1,0 +1,236 @@
+"""The nine tasks of the synthetic continual stream, the general set and the pre-training mix.
+
+Each task mirrors one of the paper's task types (method.md section 2, task order) and leans on
+different abilities on purpose: shallow vision (colour), spatial vision (grounding, relations),
+fine-detail vision (reading handwritten digits), global vision (counting), and language
+(arithmetic about what is seen, answer formats such as option letters and boxes).
+
+Generation is deterministic: the samples of (task, split) depend only on the seed.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .world import COLOURS, SHAPES, Scene, render, sample_scene
+
+LETTERS = "abcd"
+
+
+@dataclass
+class Sample:
+    """One instruction-following example: an image, a question and its reference answer."""
+
+    task: str
+    image: np.ndarray  # (48, 48, 3) uint8
+    question: str
+    answer: str
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task asks, how it is scored, and which paper task it stands in for."""
+
+    name: str
+    metric: str  # exact | option | cider | iou
+    analog: str  # the paper's task it mirrors
+    leans_on: str  # what the task mostly needs, in words
+    make: Callable[[np.random.Generator, str], Sample] = field(repr=False)
+    max_new_tokens: int = 8
+
+
+def _describe(o) -> str:
+    return f"a {o.size} {o.colour} {o.shape}"
+
+
+def _join(parts: list[str]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _scene_sample(task: str, rng, split, scene: Scene, question: str, answer: str, **meta):
+    return Sample(task, render(scene, rng, split), question, answer,
+                  {"objects": scene.to_meta(), **meta})
+
+
+def _options(rng, correct: str, pool: list[str]) -> tuple[str, str]:
+    """Four shuffled options containing ``correct``; returns (options text, answer letter)."""
+    others = [p for p in pool if p != correct]
+    chosen = [correct] + [others[i] for i in rng.permutation(len(others))[:3]]
+    chosen = [chosen[i] for i in rng.permutation(4)]
+    text = " ".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(chosen))
+    return text, LETTERS[chosen.index(correct)]
+
+
+# ------------------------------------------------------------------------------ the tasks
+
+
+def make_caption(rng, split) -> Sample:
+    scene = sample_scene(rng, split, n_shapes=int(rng.integers(1, 4)))
+    answer = _join([_describe(o) for o in scene.shapes()]) + "."
+    return _scene_sample("caption", rng, split, scene, "describe the image.", answer)
+
+
+def make_grounding(rng, split) -> Sample:
+    scene = sample_scene(rng, split, n_shapes=int(rng.integers(2, 4)))
+    target = scene.shapes()[int(rng.integers(len(scene.shapes())))]
+    x1, y1, x2, y2 = target.box
+    answer = f"[{x1}, {y1}, {x2}, {y2}]"
+    q = f"where is the {target.colour} {target.shape}? answer with its box."
+    return _scene_sample("grounding", rng, split, scene, q, answer, box=list(target.box))
+
+
+def make_textcap(rng, split) -> Sample:
+    scene = sample_scene(rng, split, n_shapes=1, n_digits=1)
+    shape, digit = scene.shapes()[0], scene.digits()[0]
+    answer = f"{_describe(shape)} next to the number {digit.value}."
+    return _scene_sample("textcap", rng, split, scene, "describe the image and its text.", answer)
+
+
+def make_count_mc(rng, split) -> Sample:
+    n = int(rng.integers(1, 5))
+    scene = sample_scene(rng, split, n_shapes=n, distinct=None)
+    opts, letter = _options(rng, str(n), ["1", "2", "3", "4"])
+    q = f"how many shapes are there? {opts}. answer with the letter."
+    return _scene_sample("count_mc", rng, split, scene, q, letter)
+
+
+def make_ocr(rng, split) -> Sample:
+    scene = sample_scene(rng, split, n_shapes=int(rng.integers(0, 3)), n_digits=1)
+    answer = str(scene.digits()[0].value)
+    return _scene_sample("ocr", rng, split, scene, "what number is written in the image?", answer)
+
+
+def make_relation_cap(rng, split) -> Sample:
+    while True:
+        scene = sample_scene(rng, split, n_shapes=2)
+        a, b = scene.shapes()
+        dr, dc = b.cell[0] - a.cell[0], b.cell[1] - a.cell[1]
+        if abs(dr) != abs(dc):
+            break
+    if rng.random() < 0.5:
+        a, b, dr, dc = b, a, -dr, -dc
+    if abs(dc) > abs(dr):
+        rel = "left of" if dc > 0 else "right of"
+    else:
+        rel = "above" if dr > 0 else "below"
+    answer = f"the {a.colour} {a.shape} is {rel} the {b.colour} {b.shape}."
+    return _scene_sample("relation_cap", rng, split, scene,
+                         "describe how the objects are placed.", answer)
+
+
+def make_color_vqa(rng, split) -> Sample:
+    scene = sample_scene(rng, split, n_shapes=int(rng.integers(1, 4)), distinct="shape")
+    target = scene.shapes()[int(rng.integers(len(scene.shapes())))]
+    q = f"what colour is the {target.shape}?"
+    return _scene_sample("color_vqa", rng, split, scene, q, target.colour)
+
+
+def make_arith_vqa(rng, split) -> Sample:
+    scene = sample_scene(rng, split, n_shapes=int(rng.integers(0, 2)), n_digits=1)
+    k = int(rng.integers(1, 10))
+    d = scene.digits()[0].value
+    q = f"what is the number in the image plus {k}?"
+    return _scene_sample("arith_vqa", rng, split, scene, q, str(d + k), addend=k)
+
+
+def make_shape_mc(rng, split) -> Sample:
+    scene = sample_scene(rng, split, n_shapes=int(rng.integers(1, 4)), distinct="colour")
+    target = scene.shapes()[int(rng.integers(len(scene.shapes())))]
+    opts, letter = _options(rng, target.shape, list(SHAPES))
+    q = f"which shape is {target.colour}? {opts}. answer with the letter."
+    return _scene_sample("shape_mc", rng, split, scene, q, letter)
+
+
+def make_general(rng, split) -> Sample:
+    """POPE-style existence question; negatives differ from a present object in one attribute."""
+    scene = sample_scene(rng, split, n_shapes=int(rng.integers(1, 4)),
+                         n_digits=int(rng.integers(0, 2)))
+    present = {(o.colour, o.shape) for o in scene.shapes()}
+    if rng.random() < 0.5:
+        colour, shape = sorted(present)[int(rng.integers(len(present)))]
+        answer = "yes"
+    else:
+        base_colour, base_shape = sorted(present)[int(rng.integers(len(present)))]
+        while True:
+            if rng.random() < 0.5:
+                colour, shape = list(COLOURS)[int(rng.integers(len(COLOURS)))], base_shape
+            else:
+                colour, shape = base_colour, SHAPES[int(rng.integers(len(SHAPES)))]
+            if (colour, shape) not in present:
+                break
+        answer = "no"
+    return _scene_sample("general", rng, split, scene, f"is there a {colour} {shape} in the image?",
+                         answer)
+
+
+def make_list_objects(rng, split) -> Sample:
+    """Pre-training only: list every object, in raster order (a terse caption style)."""
+    scene = sample_scene(rng, split, n_shapes=int(rng.integers(1, 4)),
+                         n_digits=int(rng.integers(0, 2)))
+    answer = ", ".join(o.name for o in scene.objects)
+    return _scene_sample("list_objects", rng, split, scene, "what is in the image?", answer)
+
+
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in [
+        TaskSpec("caption", "cider", "VizWiz-Caption", "deep vision: shape, colour, size",
+                 make_caption, 24),
+        TaskSpec("grounding", "iou", "SK-VG", "spatial vision and a box format",
+                 make_grounding, 18),
+        TaskSpec("textcap", "cider", "TextCaps", "reading plus shape description",
+                 make_textcap, 16),
+        TaskSpec("count_mc", "option", "IconQA", "global vision (counting), letter answers",
+                 make_count_mc, 3),
+        TaskSpec("ocr", "exact", "OCR-VQA", "fine detail vision (handwriting)", make_ocr, 3),
+        TaskSpec("relation_cap", "cider", "Flickr30k", "spatial relations between objects",
+                 make_relation_cap, 16),
+        TaskSpec("color_vqa", "exact", "VizWiz-VQA", "shallow vision (colour)",
+                 make_color_vqa, 3),
+        TaskSpec("arith_vqa", "exact", "KVQA", "language: arithmetic about a read digit",
+                 make_arith_vqa, 4),
+        TaskSpec("shape_mc", "option", "PMC-VQA", "shape recognition, letter answers",
+                 make_shape_mc, 3),
+    ]
+}
+GENERAL = TaskSpec("general", "exact", "POPE", "object existence (general ability)",
+                   make_general, 3)
+PRETRAIN_MIX: dict[str, TaskSpec] = {
+    "list_objects": TaskSpec("list_objects", "cider", "-", "pre-training captions",
+                             make_list_objects, 24),
+    "exists": GENERAL,
+}
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The TaskSpec of a stream task or of the general set; clear error for unknown names."""
+    if name == "general":
+        return GENERAL
+    if name in PRETRAIN_MIX:
+        return PRETRAIN_MIX[name]
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(TASKS)} (and 'general')")
+    return TASKS[name]
+
+
+def make_samples(name: str, n: int, split: str, seed: int, stream: int = 0) -> list[Sample]:
+    """``n`` deterministic samples of task ``name`` from ``split`` ("train" or "test").
+
+    ``stream`` separates independent draws of the same task and split (e.g. pre-training vs
+    the general evaluation set), so they never share a scene.
+    """
+    spec = task_spec(name)
+    if n < 1:
+        raise ValueError(f"task {name!r} would be empty: n={n}; ask for at least 1 sample")
+    split_id = {"train": 0, "test": 1}.get(split)
+    if split_id is None:
+        raise ValueError(f"unknown split {split!r}; allowed: train, test")
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), split_id, stream])
+    return [spec.make(rng, split) for _ in range(n)]
