@@ -1,0 +1,71 @@
+"""The interface every continual method implements, and the method registry."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..anatomy import Anatomy
+from ..config import RunConfig
+from ..encode import Encoded
+
+
+class ContinualMethod:
+    """A continual-learning method, driven stage by stage by :func:`dmole_lab.continual.run`.
+
+    The runner calls, for each task t (1-based): ``begin_task`` -> train the returned model's
+    ``trainable_parameters`` with ``extra_loss`` -> ``end_task``, which returns the model to
+    evaluate and the tensors to save. When a run resumes, ``restore_task`` replays a finished
+    stage from those tensors instead of training it again.
+    """
+
+    name = "base"
+
+    def __init__(self, cfg: RunConfig, anatomy: Anatomy):
+        self.cfg = cfg
+        self.anatomy = anatomy
+
+    def begin_task(self, model: torch.nn.Module, t: int, task: str,
+                   data: Encoded) -> torch.nn.Module:
+        """Prepare ``model`` for training on task ``t``; returns the model to train."""
+        raise NotImplementedError
+
+    def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """Parameters the optimiser updates during the current task."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def extra_loss(self, model: torch.nn.Module, batch: dict, outputs) -> torch.Tensor | None:
+        """A term added to the task loss (regularisers, distillation); None by default."""
+        return None
+
+    def end_task(self, model: torch.nn.Module, t: int,
+                 task: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        """Finish task ``t``: (model to evaluate and carry on, tensors to save)."""
+        raise NotImplementedError
+
+    def restore_task(self, model: torch.nn.Module, t: int, task: str,
+                     state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """Rebuild the state after task ``t`` from what ``end_task`` saved (resume)."""
+        raise NotImplementedError
+
+
+METHODS: dict[str, Callable[..., ContinualMethod]] = {}
+
+
+def register(name: str):
+    """Class decorator adding a method to the registry under ``name``."""
+
+    def deco(cls):
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def make_method(cfg: RunConfig, anatomy: Anatomy) -> ContinualMethod:
+    """Instantiate the method named by ``cfg.method``; clear error for unknown names."""
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; allowed: {', '.join(sorted(METHODS))}")
+    return METHODS[cfg.method](cfg, anatomy)

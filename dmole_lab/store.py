@@ -1,0 +1,203 @@
+"""The run store: one folder per run, manifest first, tidy parquet tables, safetensors weights.
+
+Layout::
+
+    runs/<method>-<config hash>/
+        manifest.json            config, seed, versions, commit, status of every stage
+        stages/<t>/scores.parquet       stage, eval_task, metric, value (tidy)
+        stages/<t>/predictions.parquet  raw predictions, for re-scoring
+        stages/<t>/train_log.parquet    step, loss, lr
+        stages/<t>/state.safetensors    what the method needs to rebuild the model
+        tables/*.parquet, figures/*.png  summaries written when the run completes
+
+Every file is written to a temporary name and renamed into place, so an interrupted write never
+leaves a half file; a stage counts as done only once the manifest says so.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import PROJECT_ROOT, RunConfig, config_hash, to_dict
+
+VERSIONED = ("dmole_lab", "torch", "transformers", "peft", "accelerate", "numpy", "pandas")
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically write ``data`` as indented JSON."""
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, default=str)))
+
+
+def write_table(path: Path, df: pd.DataFrame) -> None:
+    """Atomically write a DataFrame as parquet."""
+    _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_tensors(path: Path, tensors: dict, metadata_: dict[str, str] | None = None) -> None:
+    """Atomically write a dict of tensors as safetensors."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata_))
+
+
+def read_tensors(path: Path) -> dict:
+    """Load a safetensors file onto the CPU."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape results."""
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit() -> str:
+    """The project's current commit (with "+dirty" if it has uncommitted changes), or "unknown"."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class RunStore:
+    """Read and write one run folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # -------------------------------------------------------------- creation and manifest
+    @staticmethod
+    def run_name(cfg: RunConfig) -> str:
+        """Folder name of a run: method and config hash (seed included in the hash)."""
+        return f"{cfg.method}-{config_hash(cfg)}"
+
+    @classmethod
+    def for_config(cls, cfg: RunConfig, runs_dir: Path) -> "RunStore":
+        """Open the run folder of ``cfg`` under ``runs_dir``, writing its manifest if new."""
+        store = cls(Path(runs_dir) / cls.run_name(cfg))
+        if store.manifest_path.exists():
+            manifest = store.manifest()
+            if manifest["config_hash"] != config_hash(cfg):
+                raise RuntimeError(f"{store.root} belongs to another config; remove it or rename")
+        else:
+            write_json(store.manifest_path, {
+                "name": store.root.name,
+                "config": to_dict(cfg),
+                "config_hash": config_hash(cfg),
+                "method": cfg.method,
+                "seed": cfg.seed,
+                "tasks": list(cfg.stream.tasks),
+                "versions": package_versions(),
+                "commit": git_commit(),
+                "created": _dt.datetime.now().isoformat(timespec="seconds"),
+                "stages": {},
+                "status": "running",
+            })
+        return store
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def manifest(self) -> dict:
+        """The manifest as a dict; clear error if the folder is not a run."""
+        if not self.manifest_path.is_file():
+            raise FileNotFoundError(f"{self.root} is not a run folder (no manifest.json)")
+        return json.loads(self.manifest_path.read_text())
+
+    def update_manifest(self, **fields) -> None:
+        """Atomically merge top-level ``fields`` into the manifest."""
+        m = self.manifest()
+        m.update(fields)
+        write_json(self.manifest_path, m)
+
+    # -------------------------------------------------------------------------- stages
+    def stage_dir(self, stage: int) -> Path:
+        return self.root / "stages" / f"{stage:02d}"
+
+    def stage_done(self, stage: int) -> bool:
+        """True once every file of ``stage`` was written and the manifest marked it done."""
+        return self.manifest()["stages"].get(str(stage), {}).get("status") == "done"
+
+    def finish_stage(self, stage: int, tables: dict[str, pd.DataFrame],
+                     state: dict | None = None, info: dict | None = None) -> None:
+        """Write a stage's tables and state, then mark it done in the manifest (last)."""
+        d = self.stage_dir(stage)
+        for name, df in tables.items():
+            write_table(d / f"{name}.parquet", df)
+        if state:
+            write_tensors(d / "state.safetensors", state)
+        m = self.manifest()
+        m["stages"][str(stage)] = {"status": "done", **(info or {})}
+        write_json(self.manifest_path, m)
+
+    def stage_state(self, stage: int) -> dict:
+        """The tensors a method saved at ``stage`` (empty if it saved none)."""
+        path = self.stage_dir(stage) / "state.safetensors"
+        return read_tensors(path) if path.exists() else {}
+
+    def stage_table(self, stage: int, name: str) -> pd.DataFrame:
+        """One table of one stage."""
+        return pd.read_parquet(self.stage_dir(stage) / f"{name}.parquet")
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A stage table concatenated over every finished stage (e.g. "scores")."""
+        parts = []
+        for s in sorted(self.manifest()["stages"], key=int):
+            path = self.stage_dir(int(s)) / f"{name}.parquet"
+            if self.stage_done(int(s)) and path.exists():
+                parts.append(pd.read_parquet(path))
+        if not parts:
+            raise FileNotFoundError(f"run {self.root.name} has no finished stage with a {name} table")
+        return pd.concat(parts, ignore_index=True)
+
+    # ------------------------------------------------------------------------ summaries
+    def write_summary(self, name: str, df: pd.DataFrame) -> Path:
+        """Write a run-level table to ``tables/<name>.parquet``."""
+        path = self.root / "tables" / f"{name}.parquet"
+        write_table(path, df)
+        return path
+
+    def summary(self, name: str) -> pd.DataFrame:
+        """Read a run-level table."""
+        return pd.read_parquet(self.root / "tables" / f"{name}.parquet")
+
+    def figure_path(self, name: str) -> Path:
+        """Where a figure of this run goes (folder created)."""
+        path = self.root / "figures" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path

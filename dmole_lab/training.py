@@ -1,0 +1,114 @@
+"""One stage of training: AdamW, linear warm-up then cosine decay, gradient clipping.
+
+Methods plug in through three hooks: which parameters train, an optional extra loss term and
+callbacks that see every step (recorders, loggers). The loss is the model's next-token
+cross-entropy over answer tokens only, averaged over tokens (method.md section 2).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .encode import Encoded, to_device, train_batch
+
+
+class StepCallback(Protocol):
+    """Called after every optimiser step."""
+
+    def __call__(self, step: int, loss: float, model: torch.nn.Module) -> None: ...
+
+
+@dataclass
+class StageLog:
+    """What a stage of training did: per-step loss and learning rate, and wall time."""
+
+    losses: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def table(self) -> pd.DataFrame:
+        """Tidy per-step log."""
+        return pd.DataFrame({"step": np.arange(len(self.losses)), "loss": self.losses,
+                             "lr": self.lrs})
+
+
+def n_steps(n_samples: int, cfg: TrainConfig) -> int:
+    """Optimiser steps of one stage: epochs x ceil(n / batch), capped by max_steps."""
+    steps = cfg.epochs * math.ceil(n_samples / cfg.batch_size)
+    return min(steps, cfg.max_steps) if cfg.max_steps > 0 else steps
+
+
+def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
+    """Linear warm-up over ceil(warmup_ratio * total) steps, then cosine decay to zero."""
+    warm = math.ceil(warmup_ratio * total)
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train_stage(
+    model: torch.nn.Module,
+    data: Encoded,
+    params: list[torch.nn.Parameter],
+    cfg: TrainConfig,
+    seed: int,
+    extra_loss: Callable[[torch.nn.Module, dict, object], torch.Tensor | None] | None = None,
+    callbacks: tuple[StepCallback, ...] = (),
+    desc: str = "train",
+    progress: bool = True,
+) -> StageLog:
+    """Train ``params`` of ``model`` on ``data`` for one stage; returns the stage log."""
+    if not params:
+        raise ValueError("no trainable parameters for this stage")
+    device = next(model.parameters()).device
+    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+    total = n_steps(len(data), cfg)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup_ratio))
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    log = StageLog()
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(range(total), desc=desc, disable=not progress, leave=False)
+    for step in bar:
+        if len(order) < cfg.batch_size:
+            order += rng.permutation(len(data)).tolist()
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        batch = to_device(train_batch(data, idx), device, dtype)
+        out = model(**batch)
+        loss = out.loss
+        if extra_loss is not None:
+            extra = extra_loss(model, batch, out)
+            if extra is not None:
+                loss = loss + extra
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        log.lrs.append(sched.get_last_lr()[0])
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        log.losses.append(float(loss.detach()))
+        for cb in callbacks:
+            cb(step, log.losses[-1], model)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{log.losses[-1]:.3f}")
+    model.eval()
+    log.seconds = time.perf_counter() - start
+    return log
