@@ -1,0 +1,133 @@
+"""Command line: ``dmole-lab {pretrain,run,report,config}`` (also ``python -m dmole_lab``).
+
+Every command takes ``--preset NAME`` (a file in ``configs/``) and strict dotted overrides such
+as ``--train.lr=1e-4``; an unknown key or a value of the wrong type stops with a message that
+names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import (ConfigError, build_config, describe, list_presets, parse_cli_overrides,
+                     resolve_path, to_dict)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dmole-lab",
+        description="Continual multimodal instruction tuning lab (D-MoLE and peers).",
+        epilog="Overrides: any config key as --section.key=value; "
+               "`dmole-lab config --keys` lists them.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_ in [
+        ("pretrain", "pre-train the embedded tiny model on the base mix"),
+        ("run", "train a method over the stream and write its score matrix"),
+        ("report", "print and plot the score matrix and metrics of a finished run"),
+        ("config", "print the resolved config (or --keys: every key with its help)"),
+    ]:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--preset", default=None,
+                        help=f"preset name or YAML path; shipped: {', '.join(list_presets())}")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "report":
+            sp.add_argument("--run-dir", default=None,
+                            help="a run folder (default: the run of the preset + overrides)")
+        if name == "config":
+            sp.add_argument("--keys", action="store_true", help="list every key with its help")
+    return p
+
+
+def _cmd_pretrain(cfg, args) -> int:
+    from .pretrain import pretrain
+
+    out = pretrain(cfg, progress=not args.quiet)
+    print(f"saved the pre-trained tiny model to {out}")
+    return 0
+
+
+def _cmd_run(cfg, args) -> int:
+    from .continual import run
+
+    store = run(cfg, progress=not args.quiet)
+    _print_report(store)
+    return 0
+
+
+def _print_report(store) -> None:
+    import pandas as pd
+
+    from .continual import write_summaries
+
+    paths = write_summaries(store)
+    sm = store.summary("score_matrix")
+    tasks = store.manifest()["tasks"]
+    piv = sm.pivot_table(index="stage", columns="eval_task", values="value")
+    piv = piv.reindex(columns=[c for c in tasks + ["general"] if c in piv.columns])
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(f"\nrun: {store.root}\nscore matrix a[t, i] (row 0 = zero-shot):")
+        print(piv.round(1).to_string())
+        m = store.summary("metrics")
+        m = m[(m["bwt_divisor"].isin(["T-1", "-"])) & (m["forgetting_mode"].isin(["first", "-"]))]
+        print("\nmetrics (BWT divisor T-1, forgetting 'first'):")
+        print(m[["metric", "value"]].round(2).to_string(index=False))
+    for k, v in paths.items():
+        print(f"{k}: {v}")
+
+
+def _cmd_report(cfg, args) -> int:
+    from .store import RunStore
+
+    if args.run_dir:
+        store = RunStore(resolve_path(args.run_dir))
+    else:
+        store = RunStore(resolve_path(cfg.runs_dir) / RunStore.run_name(cfg))
+    if not store.manifest_path.exists():
+        raise FileNotFoundError(
+            f"no run at {store.root}; run it first with `dmole-lab run` and the same preset "
+            "and overrides, or pass --run-dir"
+        )
+    if store.manifest().get("status") != "complete":
+        print(f"note: run {store.root.name} is not complete; reporting finished stages only")
+    _print_report(store)
+    return 0
+
+
+def _cmd_config(cfg, args) -> int:
+    import yaml
+
+    if args.keys:
+        for key, tp, default, help_ in describe():
+            print(f"{key:28s} {tp:16s} {default!s:24.24s} {help_}")
+    else:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return 0
+
+
+COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "report": _cmd_report,
+            "config": _cmd_config}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for bad input, with a one-line reason)."""
+    from .models import ModelLoadError
+
+    args, rest = _parser().parse_known_args(argv)
+    try:
+        cfg = build_config(args.preset, parse_cli_overrides(rest))
+        return COMMANDS[args.command](cfg, args)
+    except (ConfigError, ModelLoadError, ValueError, FileNotFoundError) as e:
+        print(f"dmole-lab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished stages are saved; run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+__all__ = ["main"]
+
+if __name__ == "__main__":
+    sys.exit(main())
