@@ -1,0 +1,33 @@
+import pytest
+
+from dmole_lab.cli import main
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["run", "--preset", "nope"], "unknown preset 'nope'"),
+    (["run", "--train.lrr=1"], "'lrr' is not a field of train"),
+    (["run", "--train.epochs=two"], "train.epochs expects int"),
+    (["run", "--stream.tasks=caption,unicorn"], "unknown task(s) 'unicorn'"),
+    (["run", "--model.path=/no/such/folder"], "does not exist"),
+    (["run", "--method=magic"], "unknown method 'magic'"),
+])
+def test_bad_input_exits_2_with_reason(argv, fragment, capsys, tmp_path):
+    argv = argv + [f"--runs_dir={tmp_path}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+
+
+def test_config_keys_listing(capsys):
+    assert main(["config", "--keys"]) == 0
+    out = capsys.readouterr().out
+    assert "train.lr" in out and "peak learning rate" in out
+
+
+def test_run_and_report_commands(smoke_overrides, capsys):
+    argv = [f"--{k}={v}" for k, v in smoke_overrides.items()]
+    assert main(["run", "--quiet", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "score matrix" in out and "BWT" in out
+    assert main(["report", *argv]) == 0
+    assert "zero-shot" not in capsys.readouterr().err

@@ -1,0 +1,61 @@
+import pytest
+
+from dmole_lab.config import (ConfigError, RunConfig, allowed_keys, apply_overrides,
+                              build_config, config_hash, list_presets, load_preset,
+                              parse_cli_overrides)
+
+
+def test_dotted_override_sets_typed_value():
+    cfg = apply_overrides(RunConfig(), {"train.lr": "1e-4", "stream.n_train": "12",
+                                        "eval.general": "false"})
+    assert cfg.train.lr == pytest.approx(1e-4)
+    assert cfg.stream.n_train == 12
+    assert cfg.eval.general is False
+
+
+def test_tuple_override_from_comma_list():
+    cfg = apply_overrides(RunConfig(), {"stream.tasks": "ocr, caption"})
+    assert cfg.stream.tasks == ("ocr", "caption")
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("train.lrr", "1", "'lrr' is not a field of train"),
+    ("nosuch", "1", "allowed: method, seed"),
+    ("train.lr", "fast", "train.lr expects float"),
+    ("stream.n_train", "1.5", "stream.n_train expects int"),
+    ("eval.general", "maybe", "expects bool"),
+    ("train.lr.x", "1", "has no sub-keys"),
+])
+def test_bad_override_names_key_and_allowed(key, value, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
+        apply_overrides(RunConfig(), {key: value})
+
+
+def test_unknown_preset_lists_available():
+    with pytest.raises(ConfigError, match="available: .*tiny"):
+        load_preset("does-not-exist")
+
+
+def test_every_shipped_preset_is_valid():
+    for name in list_presets():
+        build_config(name)
+
+
+def test_cli_override_parsing():
+    assert parse_cli_overrides(["--train.lr=1e-3", "--seed", "3"]) == {"train.lr": "1e-3",
+                                                                       "seed": "3"}
+    with pytest.raises(ConfigError, match="has no value"):
+        parse_cli_overrides(["--seed"])
+    with pytest.raises(ConfigError, match="unexpected argument"):
+        parse_cli_overrides(["seed=3"])
+
+
+def test_hash_changes_with_results_relevant_fields_only():
+    base = RunConfig()
+    assert config_hash(base) == config_hash(apply_overrides(base, {"runs_dir": "elsewhere"}))
+    assert config_hash(base) != config_hash(apply_overrides(base, {"seed": 1}))
+
+
+def test_allowed_keys_cover_sections():
+    keys = allowed_keys()
+    assert "train.lr" in keys and "stream.tasks" in keys and "model.path" in keys
