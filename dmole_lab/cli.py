@@ -10,8 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import (ConfigError, build_config, describe, list_presets, parse_cli_overrides,
-                     resolve_path, to_dict)
+from .config import (
+    ConfigError,
+    build_config,
+    describe,
+    list_presets,
+    parse_cli_overrides,
+    resolve_path,
+    to_dict,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

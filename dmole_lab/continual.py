@@ -112,7 +112,8 @@ def write_summaries(store: RunStore) -> dict[str, Path]:
         "score_matrix": store.write_summary("score_matrix", sm),
         "metrics": store.write_summary("metrics", metrics),
     }
-    fig = plots.score_matrix_heatmap(sm, tasks, title=f"{manifest['method']} (seed {manifest['seed']})")
+    title = f"{manifest['method']} (seed {manifest['seed']})"
+    fig = plots.score_matrix_heatmap(sm, tasks, title=title)
     paths["heatmap"] = store.figure_path("score_matrix")
     fig.savefig(paths["heatmap"], dpi=120, bbox_inches="tight")
     plots.close(fig)

@@ -37,7 +37,8 @@ class Encoded:
 
 def chat_prompt(processor, question: str) -> str:
     """The processor's chat template applied to one user turn (image then text)."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    content = [{"type": "image"}, {"type": "text", "text": question}]
+    messages = [{"role": "user", "content": content}]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 

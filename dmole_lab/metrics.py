@@ -16,7 +16,8 @@ FORGETTING_MODES = ("first", "max")
 def _check(A) -> np.ndarray:
     A = np.asarray(A, dtype=float)
     if A.ndim != 2 or A.shape[0] != A.shape[1] + 1:
-        raise ValueError(f"score matrix must have shape (T+1, T) with a zero-shot row, got {A.shape}")
+        raise ValueError(
+            f"score matrix must have shape (T+1, T) with a zero-shot row, got {A.shape}")
     return A
 
 
@@ -50,7 +51,8 @@ def forgetting(A, mode: str = "first") -> float:
     (max_{1<=l<T} a[l, i] - a[T, i]) ("max", Chaudhry et al.)."""
     A = _check(A)
     if mode not in FORGETTING_MODES:
-        raise ValueError(f"unknown forgetting mode {mode!r}; allowed: {', '.join(FORGETTING_MODES)}")
+        allowed = ", ".join(FORGETTING_MODES)
+        raise ValueError(f"unknown forgetting mode {mode!r}; allowed: {allowed}")
     T = A.shape[1]
     if T < 2:
         return float("nan")

@@ -18,12 +18,12 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from .anatomy import anatomy_of
 from .config import RunConfig, TrainConfig, resolve_path, to_dict
 from .encode import encode
 from .evaluation import evaluate
 from .seeding import seed_everything
 from .tasks import make_samples
-from .anatomy import anatomy_of
 from .tiny import TinySpec, build_model, build_processor
 from .training import train_stage
 from .vision_pretrain import pretrain_vision
@@ -37,21 +37,28 @@ def base_mix(n: int, seed: int):
     return samples
 
 
-def pretrain(cfg: RunConfig, progress: bool = True, spec: TinySpec = TinySpec()) -> Path:
-    """Train the tiny model from scratch on the base mix and save it to ``cfg.pretrain.out``."""
+def pretrain(cfg: RunConfig, progress: bool = True, spec: TinySpec = TinySpec(),
+             tokenizer_samples: int = 400) -> Path:
+    """Train the tiny model from scratch on the base mix and save it to ``cfg.pretrain.out``.
+
+    ``tokenizer_samples`` per task feed the tokenizer trainer (fewer only in tests).
+    """
     pc = cfg.pretrain
     seed_everything(cfg.seed)
-    processor = build_processor(spec, seed=cfg.seed)
+    processor = build_processor(spec, seed=cfg.seed, n_per_task=tokenizer_samples)
     model = build_model(processor, spec)
     samples = base_mix(pc.n_samples, cfg.seed)
     data = encode(processor, samples)
     vision_losses = pretrain_vision(
-        model.get_submodule(anatomy_of(model).vision_path), data.image_inputs["pixel_values"],
-        samples, pc.vision_steps, pc.vision_lr, min(pc.vision_batch_size, len(samples)),
-        cfg.seed, progress=progress)
+        model, data.image_inputs["pixel_values"], samples, pc.vision_steps, pc.vision_lr,
+        min(pc.vision_batch_size, len(samples)), cfg.seed, progress=progress)
     train_cfg = replace(TrainConfig(), lr=pc.lr, batch_size=pc.batch_size, epochs=1_000_000,
                         max_steps=pc.steps, weight_decay=0.01)
-    params = [p for p in model.parameters()]
+    # The vision tower keeps what phase 1 taught it; projector and language model learn.
+    vision = anatomy_of(model).vision_path + "."
+    params = [p for n, p in model.named_parameters() if not n.startswith(vision)]
+    for p in model.parameters():
+        p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
     log = train_stage(model, data, params, train_cfg, seed=cfg.seed, desc="pretrain",

@@ -115,7 +115,8 @@ def score(metric: str, preds: list[str], refs: list[str], mode: str = "strict",
     if mode not in MODES:
         raise ValueError(f"unknown scoring mode {mode!r}; allowed: {', '.join(MODES)}")
     if len(preds) != len(refs) or not refs:
-        raise ValueError(f"need equally many predictions and references, got {len(preds)}/{len(refs)}")
+        raise ValueError(
+            f"need equally many predictions and references, got {len(preds)}/{len(refs)}")
     extra: dict[str, float] = {}
     if metric == "exact":
         per = 100.0 * exact_match(preds, refs, mode)

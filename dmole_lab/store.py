@@ -182,7 +182,8 @@ class RunStore:
             if self.stage_done(int(s)) and path.exists():
                 parts.append(pd.read_parquet(path))
         if not parts:
-            raise FileNotFoundError(f"run {self.root.name} has no finished stage with a {name} table")
+            raise FileNotFoundError(
+                f"run {self.root.name} has no finished stage with a {name} table")
         return pd.concat(parts, ignore_index=True)
 
     # ------------------------------------------------------------------------ summaries

@@ -59,13 +59,14 @@ def _scene_sample(task: str, rng, split, scene: Scene, question: str, answer: st
                   {"objects": scene.to_meta(), **meta})
 
 
-def _options(rng, correct: str, pool: list[str]) -> tuple[str, str]:
-    """Four shuffled options containing ``correct``; returns (options text, answer letter)."""
-    others = [p for p in pool if p != correct]
-    chosen = [correct] + [others[i] for i in rng.permutation(len(others))[:3]]
-    chosen = [chosen[i] for i in rng.permutation(4)]
-    text = " ".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(chosen))
-    return text, LETTERS[chosen.index(correct)]
+def _options(correct: str, pool: list[str]) -> tuple[str, str]:
+    """The four options of ``pool`` in a fixed order; returns (options text, answer letter).
+
+    A fixed order keeps the task a mapping from what is seen to a letter; shuffled options
+    would add in-context matching, which the tiny model does not learn within a stage.
+    """
+    text = " ".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(pool))
+    return text, LETTERS[pool.index(correct)]
 
 
 # ------------------------------------------------------------------------------ the tasks
@@ -96,7 +97,7 @@ def make_textcap(rng, split) -> Sample:
 def make_count_mc(rng, split) -> Sample:
     n = int(rng.integers(1, 5))
     scene = sample_scene(rng, split, n_shapes=n, distinct=None)
-    opts, letter = _options(rng, str(n), ["1", "2", "3", "4"])
+    opts, letter = _options(str(n), ["1", "2", "3", "4"])
     q = f"how many shapes are there? {opts}. answer with the letter."
     return _scene_sample("count_mc", rng, split, scene, q, letter)
 
@@ -134,7 +135,7 @@ def make_color_vqa(rng, split) -> Sample:
 
 def make_arith_vqa(rng, split) -> Sample:
     scene = sample_scene(rng, split, n_shapes=int(rng.integers(0, 2)), n_digits=1)
-    k = int(rng.integers(1, 10))
+    k = int(rng.integers(1, 4))
     d = scene.digits()[0].value
     q = f"what is the number in the image plus {k}?"
     return _scene_sample("arith_vqa", rng, split, scene, q, str(d + k), addend=k)
@@ -143,7 +144,7 @@ def make_arith_vqa(rng, split) -> Sample:
 def make_shape_mc(rng, split) -> Sample:
     scene = sample_scene(rng, split, n_shapes=int(rng.integers(1, 4)), distinct="colour")
     target = scene.shapes()[int(rng.integers(len(scene.shapes())))]
-    opts, letter = _options(rng, target.shape, list(SHAPES))
+    opts, letter = _options(target.shape, list(SHAPES))
     q = f"which shape is {target.colour}? {opts}. answer with the letter."
     return _scene_sample("shape_mc", rng, split, scene, q, letter)
 

@@ -32,7 +32,7 @@ class TinySpec:
     vision_hidden: int = 96
     vision_layers: int = 6
     vision_heads: int = 4
-    patch_size: int = 8
+    patch_size: int = 16  # one patch per grid cell: 9 image tokens
     text_hidden: int = 128
     text_layers: int = 6
     text_heads: int = 4
@@ -79,8 +79,12 @@ def build_processor(spec: TinySpec = TinySpec(), seed: int = 0, n_per_task: int 
 
 def build_model(processor, spec: TinySpec = TinySpec()):
     """A freshly initialised tiny LlavaForConditionalGeneration matching ``processor``."""
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration)
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     tok = processor.tokenizer
     vision = CLIPVisionConfig(

@@ -1,9 +1,11 @@
 """Phase 1 of pre-training: teach the vision tower to see, as CLIP does for a real VLM.
 
-A language model trained from scratch together with a random vision tower takes a long time to
-start using the image at all (the loss first settles on the text prior). Real VLMs start from a
-pre-trained vision encoder; our stand-in is a short supervised phase: the vision tower's patch
-features, pooled per 16-pixel grid cell, predict what occupies that cell (nothing / shape /
+A language model trained from scratch together with a random vision tower and projector does
+not learn to read the image in a CPU budget: the loss settles on the text prior and the
+projector stays a bottleneck (measured: shape decodable from the projected tokens at chance
+level). Real VLMs start from a pre-trained vision encoder and an aligned projector; our stand-in
+is a short supervised phase: the image tokens the language model will see (vision tower +
+projector), pooled per 16-pixel grid cell, predict what occupies that cell (nothing / shape /
 digit, colour, shape, size, digit value). The heads are discarded afterwards.
 """
 
@@ -24,6 +26,9 @@ HEADS = {
     "shape": list(SHAPES),
     "size": list(SIZES),
     "digit": [str(d) for d in range(10)],
+    # where the object sits inside its cell (left and top edge offsets, in pixels)
+    "x": [str(v) for v in range(CELL)],
+    "y": [str(v) for v in range(CELL)],
 }
 
 
@@ -36,6 +41,8 @@ def cell_labels(samples: list[Sample]) -> dict[str, torch.Tensor]:
         for o in s.meta["objects"]:
             c = o["cell"][0] * GRID + o["cell"][1]
             out["kind"][i, c] = HEADS["kind"].index(o["kind"])
+            out["x"][i, c] = o["box"][0] - o["cell"][1] * CELL
+            out["y"][i, c] = o["box"][1] - o["cell"][0] * CELL
             if o["kind"] == "digit":
                 out["digit"][i, c] = int(o["value"])
             else:
@@ -61,32 +68,39 @@ class CellProbe(nn.Module):
         return {k: head(x) for k, head in self.heads.items()}
 
 
-def pretrain_vision(vision_tower: nn.Module, pixel_values: torch.Tensor, samples: list[Sample],
+def image_tokens(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The projected image tokens a LLaVA model feeds its language model, (B, N, D)."""
+    out = model.model.get_image_features(pixel_values=pixel_values)
+    feats = getattr(out, "pooler_output", out)
+    return torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
+
+
+def pretrain_vision(model: nn.Module, pixel_values: torch.Tensor, samples: list[Sample],
                     steps: int, lr: float, batch_size: int, seed: int,
                     progress: bool = True) -> list[float]:
-    """Train ``vision_tower`` (a CLIP-style vision model) with cell heads; returns losses."""
+    """Train a LLaVA model's vision tower and projector with cell heads; returns the losses."""
     labels = cell_labels(samples)
-    hidden = vision_tower.config.hidden_size
-    pps = IMAGE_SIZE // vision_tower.config.patch_size
+    tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+    hidden = model.config.text_config.hidden_size
+    pps = IMAGE_SIZE // tower.config.patch_size
     probe = CellProbe(hidden, pps)
-    params = list(vision_tower.parameters()) + list(probe.parameters())
+    params = list(tower.parameters()) + list(projector.parameters()) + list(probe.parameters())
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     rng = np.random.default_rng(seed)
     losses = []
-    vision_tower.train()
+    model.train()
     for _ in tqdm(range(steps), desc="pretrain vision", disable=not progress, leave=False):
         idx = torch.as_tensor(rng.choice(len(samples), batch_size, replace=False))
-        feats = vision_tower(pixel_values=pixel_values[idx]).last_hidden_state[:, 1:]
-        logits = probe(feats)
+        logits = probe(image_tokens(model, pixel_values[idx]))
         loss = sum(nn.functional.cross_entropy(logits[k].flatten(0, 1), labels[k][idx].flatten(),
                                                ignore_index=-100) for k in HEADS)
         loss.backward()
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
-    vision_tower.eval()
+        losses.append(float(loss.detach()))
+    model.eval()
     return losses

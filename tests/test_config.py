@@ -1,8 +1,16 @@
 import pytest
 
-from dmole_lab.config import (ConfigError, RunConfig, allowed_keys, apply_overrides,
-                              build_config, config_hash, list_presets, load_preset,
-                              parse_cli_overrides)
+from dmole_lab.config import (
+    ConfigError,
+    RunConfig,
+    allowed_keys,
+    apply_overrides,
+    build_config,
+    config_hash,
+    list_presets,
+    load_preset,
+    parse_cli_overrides,
+)
 
 
 def test_dotted_override_sets_typed_value():
