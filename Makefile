@@ -15,7 +15,6 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m dmole_lab run --preset tiny
-	$(PY) -m dmole_lab report --preset tiny
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -72,7 +72,7 @@ def _print_report(store) -> None:
     sm = store.summary("score_matrix")
     tasks = store.manifest()["tasks"]
     piv = sm.pivot_table(index="stage", columns="eval_task", values="value")
-    piv = piv.reindex(columns=[c for c in tasks + ["general"] if c in piv.columns])
+    piv = piv.reindex(columns=tasks + sorted(set(piv.columns) - set(tasks)))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(f"\nrun: {store.root}\nscore matrix a[t, i] (row 0 = zero-shot):")
         print(piv.round(1).to_string())

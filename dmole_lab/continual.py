@@ -42,7 +42,7 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
     method = make_method(cfg, anatomy)
     eval_sets = {name: encode(processor, samples) for name, samples in stream.eval_sets().items()}
     if not cfg.eval.general:
-        eval_sets.pop("general")
+        eval_sets = {k: v for k, v in eval_sets.items() if k in stream.tasks}
 
     def finish(stage: int, state=None, log=None, extra_info=None) -> None:
         scores, preds = evaluate(model, processor, eval_sets, cfg.eval, stage, progress=progress)
@@ -99,14 +99,13 @@ def write_summaries(store: RunStore) -> dict[str, Path]:
                 rows.append({"method": manifest["method"], "seed": manifest["seed"],
                              "metric": k, "value": v, "bwt_divisor": divisor,
                              "forgetting_mode": mode})
-    general = sm[sm["eval_task"] == "general"].sort_values("stage")
-    if len(general):
-        rows.append({"method": manifest["method"], "seed": manifest["seed"],
-                     "metric": "General", "value": float(general["value"].iloc[-1]),
-                     "bwt_divisor": "-", "forgetting_mode": "-"})
-        rows.append({"method": manifest["method"], "seed": manifest["seed"],
-                     "metric": "General zero-shot", "value": float(general["value"].iloc[0]),
-                     "bwt_divisor": "-", "forgetting_mode": "-"})
+    for name in sorted(set(sm["eval_task"]) - set(tasks)):
+        g = sm[sm["eval_task"] == name].sort_values("stage")["value"]
+        label = "General" if name == "general" else f"General ({name})"
+        for metric, value in ((label, g.iloc[-1]), (f"{label} zero-shot", g.iloc[0])):
+            rows.append({"method": manifest["method"], "seed": manifest["seed"],
+                         "metric": metric, "value": float(value), "bwt_divisor": "-",
+                         "forgetting_mode": "-"})
     metrics = pd.DataFrame(rows)
     paths = {
         "score_matrix": store.write_summary("score_matrix", sm),

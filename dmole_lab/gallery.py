@@ -6,13 +6,13 @@ import sys
 import textwrap
 
 from .plots import close, sample_grid
-from .tasks import TASKS, make_samples
+from .tasks import GENERAL_SETS, TASKS, make_samples
 
 
 def gallery(path: str, per_task: int = 1, seed: int = 0) -> str:
     """Save a grid with ``per_task`` test samples of each task and of the general set."""
     images, captions = [], []
-    for name in list(TASKS) + ["general"]:
+    for name in list(TASKS) + list(GENERAL_SETS):
         for s in make_samples(name, per_task, "test", seed):
             images.append(s.image)
             text = f"[{name}] {s.question} -> {s.answer}"

@@ -24,8 +24,8 @@ def close(fig) -> None:
 def score_matrix_heatmap(scores: pd.DataFrame, tasks: list[str], ax=None,
                          title: str | None = None, general: bool = True):
     """Heatmap of a[t, i]: rows = stages (0 = zero-shot), columns = eval tasks, annotated."""
-    cols = list(tasks) + (["general"] if general and (scores["eval_task"] == "general").any()
-                          else [])
+    extra = sorted(set(scores["eval_task"]) - set(tasks)) if general else []
+    cols = list(tasks) + extra
     piv = scores.pivot_table(index="stage", columns="eval_task", values="value").reindex(
         columns=cols)
     fig, ax = _ax(ax, figsize=(1.0 + 0.75 * len(cols), 1.0 + 0.45 * len(piv)))

@@ -43,7 +43,7 @@ def option_letter(preds: list[str], refs: list[str], mode: str = "strict") -> np
     """Multiple-choice accuracy on the option letter.
 
     strict: the answer is the letter alone (optionally "a." or "(a)"); relaxed: the first
-    stand-alone letter a-d anywhere in the prediction.
+    stand-alone letter a-e anywhere in the prediction.
     """
     out = []
     for p, r in zip(preds, refs):
@@ -51,7 +51,7 @@ def option_letter(preds: list[str], refs: list[str], mode: str = "strict") -> np
         if mode == "strict":
             m = re.fullmatch(r"\(?([a-z])\)?\.?", p)
         else:
-            m = re.search(r"(?:^|\W)\(?([a-d])\)?(?:$|\W)", p)
+            m = re.search(r"(?:^|\W)\(?([a-e])\)?(?:$|\W)", p)
         out.append(float(m is not None and m.group(1) == normalize(r)))
     return np.array(out)
 

@@ -7,21 +7,21 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from .config import StreamConfig
-from .tasks import TASKS, Sample, make_samples
+from .tasks import GENERAL_SETS, TASKS, Sample, make_samples
 
 
 @dataclass
 class Stream:
-    """Tasks in training order, their samples, and the held-out general set."""
+    """Tasks in training order, their samples, and the held-out general sets."""
 
     tasks: tuple[str, ...]
     train: dict[str, list[Sample]]
     test: dict[str, list[Sample]]
-    general: list[Sample]
+    general: dict[str, list[Sample]]
 
     def eval_sets(self) -> dict[str, list[Sample]]:
-        """Every set scored after each stage: the stream's test sets, then the general set."""
-        return {**self.test, "general": self.general}
+        """Every set scored after each stage: the stream's test sets, then the general sets."""
+        return {**self.test, **self.general}
 
 
 def validate_tasks(tasks: tuple[str, ...]) -> None:
@@ -49,5 +49,9 @@ def build_stream(cfg: StreamConfig, progress: bool = True) -> Stream:
     for name in tqdm(cfg.tasks, desc="generating stream", disable=not progress, leave=False):
         train[name] = make_samples(name, cfg.n_train, "train", cfg.seed)
         test[name] = make_samples(name, cfg.n_test, "test", cfg.seed)
-    general = make_samples("general", cfg.n_general, "test", cfg.seed, stream=1)
+    unknown = [g for g in cfg.general if g not in GENERAL_SETS]
+    if unknown:
+        raise ValueError(f"stream.general names unknown set(s) {', '.join(map(repr, unknown))}; "
+                         f"allowed: {', '.join(GENERAL_SETS)}")
+    general = {g: make_samples(g, cfg.n_general, "test", cfg.seed, stream=1) for g in cfg.general}
     return Stream(tuple(cfg.tasks), train, test, general)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from .tasks import PRETRAIN_MIX, TASKS, make_samples
 from .world import IMAGE_SIZE
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
@@ -39,12 +38,38 @@ class TinySpec:
     vocab_size: int = 384
 
 
-def train_tokenizer(vocab_size: int, seed: int = 0, n_per_task: int = 400):
-    """A lower-casing BPE tokenizer (digits split) trained on text of every task."""
-    texts = ["0 1 2 3 4 5 6 7 8 9 [ ] , . ? : a b c d", "user: assistant:"] * 50
-    for name in list(TASKS) + list(PRETRAIN_MIX) + ["general"]:
-        for s in make_samples(name, n_per_task, "train", seed, stream=7):
-            texts += [s.question, s.answer]
+def tokenizer_corpus() -> list[str]:
+    """A fixed corpus covering the world's vocabulary and every task's phrasing.
+
+    Built from the world's constants, not from sampled tasks, so that changing a task's
+    sampling never changes the tokenizer (and with it the pre-trained checkpoint).
+    """
+    from .world import COLOURS, SHAPES, SIZES
+
+    texts = ["user: assistant:", "0 1 2 3 4 5 6 7 8 9 [ ] , . ? : a b c d"]
+    for colour in COLOURS:
+        for shape in SHAPES:
+            for size in SIZES:
+                texts.append(f"describe the image. a {size} {colour} {shape} and a {shape}.")
+            texts += [
+                f"what is in the image? {colour} {shape}, number 7",
+                f"is there a {colour} {shape} in the image? yes no",
+                f"where is the {colour} {shape}? answer with its box. [12, 3, 25, 16]",
+                f"describe the image and its text. a {colour} {shape} next to the number 4.",
+                f"describe how the objects are placed. the {colour} {shape} is left of right of "
+                f"above below the {shape}.",
+                f"what colour is the {shape}? {colour}",
+                f"which shape is {colour}? a. circle b. square c. triangle d. cross. "
+                "answer with the letter.",
+            ]
+    texts += ["how many shapes are there? a. 1 b. 2 c. 3 d. 4. answer with the letter. c",
+              "what number is written in the image? 9",
+              "what is the number in the image plus 3? 12"]
+    return texts * 4
+
+
+def train_tokenizer(vocab_size: int):
+    """A lower-casing BPE tokenizer (digits split) trained on :func:`tokenizer_corpus`."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -53,17 +78,17 @@ def train_tokenizer(vocab_size: int, seed: int = 0, n_per_task: int = 400):
     tok.decoder = decoders.Metaspace(prepend_scheme="first")
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   show_progress=False)
-    tok.train_from_iterator(texts, trainer)
+    tok.train_from_iterator(tokenizer_corpus(), trainer)
     return tok
 
 
-def build_processor(spec: TinySpec = TinySpec(), seed: int = 0, n_per_task: int = 400):
+def build_processor(spec: TinySpec = TinySpec()):
     """LlavaProcessor = locally trained tokenizer + a CLIP image processor for 48x48 images."""
     from transformers import LlavaProcessor, PreTrainedTokenizerFast
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=train_tokenizer(spec.vocab_size, seed, n_per_task),
+        tokenizer_object=train_tokenizer(spec.vocab_size),
         bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         extra_special_tokens={"image_token": "<image>"}, padding_side="left",
     )

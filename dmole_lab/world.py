@@ -25,6 +25,10 @@ COLOURS = {
     "purple": (165, 60, 205),
 }
 SIZES = {"small": 8, "large": 13}
+# Positional jitter in pixels. Small enough that a box predicted from (cell, size) alone still
+# reaches IoU >= 0.5, so grounding asks "which object, where, how big" and not for pixel-exact
+# regression, which the tiny model cannot learn within one stage.
+JITTER = 1
 SPLITS = ("train", "test")
 
 
@@ -90,8 +94,9 @@ def digit_pool(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _place(rng: np.random.Generator, cell: tuple[int, int], side: int) -> tuple[int, ...]:
-    slack = CELL - side
-    jx, jy = (int(v) for v in rng.integers(0, slack + 1, size=2))
+    """Box of an object of ``side`` pixels centred in ``cell``, jittered by up to JITTER px."""
+    centre = (CELL - side) // 2
+    jx, jy = (centre + int(v) for v in rng.integers(-JITTER, JITTER + 1, size=2))
     x1 = cell[1] * CELL + jx
     y1 = cell[0] * CELL + jy
     return (x1, y1, x1 + side, y1 + side)

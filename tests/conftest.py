@@ -18,7 +18,7 @@ MICRO = TinySpec(vision_hidden=32, vision_layers=2, vision_heads=2, patch_size=1
 def micro_processor():
     from dmole_lab.tiny import build_processor
 
-    return build_processor(MICRO, seed=0, n_per_task=40)
+    return build_processor(MICRO)
 
 
 @pytest.fixture(scope="session")

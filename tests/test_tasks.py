@@ -4,11 +4,11 @@ import pytest
 from dmole_lab.config import StreamConfig
 from dmole_lab.scoring import parse_box
 from dmole_lab.stream import build_stream
-from dmole_lab.tasks import TASKS, make_samples, task_spec
+from dmole_lab.tasks import GENERAL_SETS, TASKS, make_samples, task_spec
 from dmole_lab.world import IMAGE_SIZE, digit_pool
 
 
-@pytest.mark.parametrize("name", list(TASKS) + ["general"])
+@pytest.mark.parametrize("name", list(TASKS) + list(GENERAL_SETS))
 def test_task_samples_are_well_formed_and_deterministic(name):
     a = make_samples(name, 6, "train", seed=3)
     b = make_samples(name, 6, "train", seed=3)
@@ -45,9 +45,20 @@ def test_arith_answer_is_digit_plus_addend():
         assert int(s.answer) == digit + s.meta["addend"]
 
 
-def test_general_set_is_balanced_yes_no():
-    answers = [s.answer for s in make_samples("general", 200, "test", 0, stream=1)]
+def test_pope_set_is_balanced_and_negatives_are_absent():
+    samples = make_samples("pope", 200, "test", 0, stream=1)
+    answers = [s.answer for s in samples]
     assert set(answers) == {"yes", "no"} and 70 < answers.count("yes") < 130
+    for s in samples:
+        named = s.question.removeprefix("is there a ").removesuffix(" in the image?")
+        present = {f"{o['colour']} {o['shape']}" for o in s.meta["objects"] if o["kind"] == "shape"}
+        assert (named in present) == (s.answer == "yes")
+
+
+def test_general_set_is_the_pretraining_listing_on_test_scenes():
+    s = make_samples("general", 3, "test", 0, stream=1)
+    assert all(x.question == "what is in the image?" for x in s)
+    assert all(x.answer.count(",") == len(x.meta["objects"]) - 1 for x in s)
 
 
 @pytest.mark.parametrize("tasks,fragment", [
@@ -66,8 +77,11 @@ def test_empty_task_is_an_error():
 
 
 def test_stream_sizes_and_order():
-    s = build_stream(StreamConfig(tasks=("ocr", "caption"), n_train=3, n_test=2, n_general=5),
-                     progress=False)
+    s = build_stream(StreamConfig(tasks=("ocr", "caption"), n_train=3, n_test=2, n_general=5,
+                                  general=("general", "pope")), progress=False)
     assert s.tasks == ("ocr", "caption")
     assert [len(s.train[t]) for t in s.tasks] == [3, 3]
-    assert list(s.eval_sets()) == ["ocr", "caption", "general"] and len(s.general) == 5
+    assert list(s.eval_sets()) == ["ocr", "caption", "general", "pope"]
+    assert len(s.general["pope"]) == 5
+    with pytest.raises(ValueError, match="allowed: general, pope"):
+        build_stream(StreamConfig(tasks=("ocr",), general=("mme",)), progress=False)
