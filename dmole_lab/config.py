@@ -189,26 +189,15 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(f"{key} expects bool (true/false), got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} expects int, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
+    if tp in (int, float):
+        # bools are ints to Python but never a number here; an int field refuses 1.5 and "1.5"
+        ok = isinstance(value, (int, str)) or (tp is float and isinstance(value, float))
+        if ok and not isinstance(value, bool):
             try:
-                return int(value)
+                return tp(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key} expects int, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} expects float, got {value!r}")
+        raise ConfigError(f"{key} expects {tp.__name__}, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
