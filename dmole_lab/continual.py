@@ -8,7 +8,6 @@ and continues where it stopped.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +17,7 @@ from .anatomy import anatomy_of
 from .config import RunConfig, resolve_path
 from .encode import encode
 from .evaluation import evaluate
-from .methods import make_method
+from .methods import check_method, make_method
 from .metrics import matrix_from_scores, summary
 from .models import load_model
 from .seeding import seed_everything, stage_seed
@@ -29,11 +28,9 @@ from .training import train_stage
 
 def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStore:
     """Run ``cfg`` to completion (resuming if its folder exists); returns the run store."""
+    # Cheap checks first, so bad input fails before the model loads.
     validate_tasks(cfg.stream.tasks)
-    from .methods import METHODS
-
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; allowed: {', '.join(sorted(METHODS))}")
+    check_method(cfg.method)
     model, processor = load_model(cfg.model)
     store = RunStore.for_config(cfg, resolve_path(cfg.runs_dir))
     seed_everything(cfg.seed)
@@ -116,11 +113,8 @@ def write_summaries(store: RunStore) -> dict[str, Path]:
     paths["heatmap"] = store.figure_path("score_matrix")
     fig.savefig(paths["heatmap"], dpi=120, bbox_inches="tight")
     plots.close(fig)
+    fig = plots.forgetting_curves(sm, tasks, title=title)
+    paths["curves"] = store.figure_path("forgetting_curves")
+    fig.savefig(paths["curves"], dpi=120, bbox_inches="tight")
+    plots.close(fig)
     return paths
-
-
-def timed_run(cfg: RunConfig, progress: bool = True) -> tuple[RunStore, float]:
-    """:func:`run` and its wall time in seconds."""
-    t0 = time.perf_counter()
-    store = run(cfg, progress=progress)
-    return store, time.perf_counter() - t0

@@ -21,6 +21,7 @@ def test_run_writes_matrix_metrics_and_heatmap(smoke_overrides):
     metrics = store.summary("metrics")
     assert {"AVG", "Last", "BWT", "Forgetting", "FWT", "MFT", "General"} <= set(metrics.metric)
     assert (store.root / "figures" / "score_matrix.png").stat().st_size > 1000
+    assert (store.root / "figures" / "forgetting_curves.png").stat().st_size > 1000
     preds = store.table("predictions")
     assert {"prediction", "reference", "score"} <= set(preds.columns)
     assert m["stages"]["1"]["trainable_params"] > 0

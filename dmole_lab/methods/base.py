@@ -64,8 +64,13 @@ def register(name: str):
     return deco
 
 
+def check_method(name: str) -> None:
+    """Raise ValueError naming the registered methods if ``name`` is not one of them."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; allowed: {', '.join(sorted(METHODS))}")
+
+
 def make_method(cfg: RunConfig, anatomy: Anatomy) -> ContinualMethod:
     """Instantiate the method named by ``cfg.method``; clear error for unknown names."""
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; allowed: {', '.join(sorted(METHODS))}")
+    check_method(cfg.method)
     return METHODS[cfg.method](cfg, anatomy)

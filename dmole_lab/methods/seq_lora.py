@@ -8,8 +8,6 @@ model exactly when a run resumes.
 
 from __future__ import annotations
 
-import torch
-
 from .base import ContinualMethod, register
 
 
@@ -52,8 +50,3 @@ class SequentialLoRA(ContinualMethod):
         for p in merged.parameters():
             p.requires_grad_(False)
         return merged
-
-    @staticmethod
-    def count(state: dict[str, torch.Tensor]) -> int:
-        """Parameters in a saved LoRA state."""
-        return sum(v.numel() for v in state.values())
