@@ -105,6 +105,13 @@ def prompt_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.T
     return batch
 
 
+def placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """(device, floating dtype) of ``model``'s parameters: where batches must go."""
+    device = next(model.parameters()).device
+    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+    return device, dtype
+
+
 def to_device(batch: dict[str, torch.Tensor], device, dtype=None) -> dict[str, torch.Tensor]:
     """Move a batch to ``device``; floating tensors (pixels) also to ``dtype`` if given."""
     out = {}

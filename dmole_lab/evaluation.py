@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import EvalConfig
-from .encode import Encoded, prompt_batch, to_device
+from .encode import Encoded, placement, prompt_batch, to_device
 from .scoring import score
 from .tasks import task_spec
 
@@ -18,8 +18,7 @@ from .tasks import task_spec
 @torch.no_grad()
 def generate(model, processor, data: Encoded, batch_size: int, max_new_tokens: int) -> list[str]:
     """Greedy answers for every sample of ``data`` (decoded, special tokens dropped)."""
-    device = next(model.parameters()).device
-    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+    device, dtype = placement(model)
     tok = processor.tokenizer
     model.eval()
     out: list[str] = []

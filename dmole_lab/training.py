@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .encode import Encoded, to_device, train_batch
+from .encode import Encoded, placement, to_device, train_batch
 
 
 class StepCallback(Protocol):
@@ -70,8 +70,7 @@ def train_stage(
     """Train ``params`` of ``model`` on ``data`` for one stage; returns the stage log."""
     if not params:
         raise ValueError("no trainable parameters for this stage")
-    device = next(model.parameters()).device
-    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+    device, dtype = placement(model)
     total = n_steps(len(data), cfg)
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
