@@ -20,6 +20,7 @@ from .evaluation import evaluate
 from .methods import check_method, make_method
 from .metrics import matrix_from_scores, summary
 from .models import load_model
+from .scoring import METRICS
 from .seeding import seed_everything, stage_seed
 from .store import RunStore
 from .stream import build_stream, validate_tasks
@@ -37,9 +38,8 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
     stream = build_stream(cfg.stream, progress=progress)
     anatomy = anatomy_of(model)
     method = make_method(cfg, anatomy)
-    eval_sets = {name: encode(processor, samples) for name, samples in stream.eval_sets().items()}
-    if not cfg.eval.general:
-        eval_sets = {k: v for k, v in eval_sets.items() if k in stream.tasks}
+    wanted = stream.eval_sets() if cfg.eval.general else stream.test
+    eval_sets = {name: encode(processor, samples) for name, samples in wanted.items()}
 
     def finish(stage: int, state=None, log=None, extra_info=None) -> None:
         scores, preds = evaluate(model, processor, eval_sets, cfg.eval, stage, progress=progress)
@@ -77,7 +77,7 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
 def score_matrix(store: RunStore) -> pd.DataFrame:
     """Tidy score matrix of a run: stage, eval_task, metric, value (main metric per task)."""
     scores = store.table("scores")
-    main = scores[scores["metric"].isin(["exact", "option", "cider", "iou"])]
+    main = scores[scores["metric"].isin(METRICS)]
     return main[["stage", "eval_task", "metric", "value"]].reset_index(drop=True)
 
 
@@ -109,12 +109,10 @@ def write_summaries(store: RunStore) -> dict[str, Path]:
         "metrics": store.write_summary("metrics", metrics),
     }
     title = f"{manifest['method']} (seed {manifest['seed']})"
-    fig = plots.score_matrix_heatmap(sm, tasks, title=title)
-    paths["heatmap"] = store.figure_path("score_matrix")
-    fig.savefig(paths["heatmap"], dpi=120, bbox_inches="tight")
-    plots.close(fig)
-    fig = plots.forgetting_curves(sm, tasks, title=title)
-    paths["curves"] = store.figure_path("forgetting_curves")
-    fig.savefig(paths["curves"], dpi=120, bbox_inches="tight")
-    plots.close(fig)
+    for key, name, draw in (("heatmap", "score_matrix", plots.score_matrix_heatmap),
+                            ("curves", "forgetting_curves", plots.forgetting_curves)):
+        fig = draw(sm, tasks, title=title)
+        paths[key] = store.figure_path(name)
+        fig.savefig(paths[key], dpi=120, bbox_inches="tight")
+        plots.close(fig)
     return paths

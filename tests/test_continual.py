@@ -87,3 +87,10 @@ def test_seq_lora_merges_its_adapter(micro_model_dir):
     fresh, _ = load_model(ModelConfig(path=str(micro_model_dir), device="cpu"))
     rebuilt = method.restore_task(fresh, 1, "ocr", state)
     torch.testing.assert_close(rebuilt.get_submodule(path).weight, expected)
+
+
+def test_general_sets_can_be_left_out(smoke_overrides):
+    cfg = build_config(overrides={**smoke_overrides, "eval.general": "false",
+                                  "stream.tasks": "ocr"})
+    store = continual.run(cfg, progress=False)
+    assert set(store.summary("score_matrix")["eval_task"]) == {"ocr"}

@@ -34,10 +34,7 @@ class SequentialLoRA(ContinualMethod):
         from peft import get_peft_model_state_dict
 
         state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-        merged = model.merge_and_unload()
-        for p in merged.parameters():
-            p.requires_grad_(False)
-        return merged, state
+        return _merge(model), state
 
     def restore_task(self, model, t, task, state):
         """Re-create task ``t``'s LoRA from its saved factors and merge it again."""
@@ -46,7 +43,12 @@ class SequentialLoRA(ContinualMethod):
         peft_model = get_peft_model(model, self._lora_config())
         device = next(model.parameters()).device
         set_peft_model_state_dict(peft_model, {k: v.to(device) for k, v in state.items()})
-        merged = peft_model.merge_and_unload()
-        for p in merged.parameters():
-            p.requires_grad_(False)
-        return merged
+        return _merge(peft_model)
+
+
+def _merge(peft_model):
+    """Fold the LoRA into the base weights and return the frozen base model."""
+    merged = peft_model.merge_and_unload()
+    for p in merged.parameters():
+        p.requires_grad_(False)
+    return merged
