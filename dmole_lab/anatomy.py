@@ -120,6 +120,32 @@ class Anatomy:
             return self.candidates()
         raise ValueError(f"unknown module selection {which!r}; allowed: all, candidates")
 
+    def tower_of(self, name: str) -> str:
+        """Tower of a parameter or module name: "vision", "llm", "projector" or "other".
+
+        Works on native names and on wrapped ones (PEFT's ``base_model.model.`` prefix, adapter
+        suffixes such as ``.lora_A.default.weight``), because it looks for the tower's root
+        path inside ``name``.
+        """
+        padded = f".{name}."
+        for tower, root in (("vision", self.vision_path), ("llm", self.language_path),
+                            ("projector", self.projector_path)):
+            if f".{root}." in padded:
+                return tower
+        return "other"
+
+    def module_of(self, name: str) -> ModuleInfo | None:
+        """The anatomy module that owns parameter/module ``name`` (wrapped names allowed)."""
+        for m in self.modules_by_depth:
+            if f".{m.path}." in f".{name}.":
+                return m
+        return None
+
+    @cached_property
+    def modules_by_depth(self) -> list[ModuleInfo]:
+        """Modules, longest path first (so a prefix never shadows a deeper match)."""
+        return sorted(self.modules, key=lambda m: -len(m.path))
+
     def __repr__(self) -> str:
         return (f"Anatomy({self.model_type}: vision {self.n_layers('vision')} layers, "
                 f"llm {self.n_layers('llm')} layers, {len(self.modules)} linear modules, "

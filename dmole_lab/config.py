@@ -125,6 +125,26 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """Sensitivity probing (method.md section 2 step 1) and per-step recording (section 5)."""
+
+    proxies: tuple[str, ...] = field(
+        default=("grad_norm", "grad_norm_per_param", "snip", "fisher"),
+        metadata=_help("proxies: grad_norm (the paper's), grad_norm_per_param, snip, fisher"),
+    )
+    batches: int = field(default=0, metadata=_help("K+1 probe batches; 0 = K from probe.share"))
+    share: float = field(default=0.01, metadata=_help("K = max(1, round(share x task batches))"))
+    sweep: tuple[int, ...] = field(
+        default=(1, 2, 4, 8, 16),
+        metadata=_help("batch counts also stored by `dmole-lab probe` (for comparisons)"),
+    )
+    batch_size: int = field(default=0, metadata=_help("probe batch size; 0 = train.batch_size"))
+    record_training: bool = field(
+        default=True, metadata=_help("record per-tower grad norm and update size every step"))
+    record_every: int = field(default=1, metadata=_help("record every N-th training step"))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a continual run depends on; its hash names the run folder."""
 
@@ -136,6 +156,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
@@ -336,7 +357,7 @@ def describe(cfg_cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str
 
 __all__ = [
     "ConfigError", "RunConfig", "ModelConfig", "StreamConfig", "TrainConfig", "LoraConfig",
-    "EvalConfig", "PretrainConfig", "apply_overrides", "build_config", "load_preset",
+    "EvalConfig", "ProbeConfig", "PretrainConfig", "apply_overrides", "build_config", "load_preset",
     "parse_cli_overrides", "config_hash", "to_dict", "allowed_keys", "resolve_path",
     "list_presets", "describe", "DEFAULT_TASKS",
 ]

@@ -20,6 +20,7 @@ from .evaluation import evaluate
 from .methods import check_method, make_method
 from .metrics import matrix_from_scores, summary
 from .models import load_model
+from .probes.recorders import TowerDynamics
 from .scoring import METRICS
 from .seeding import seed_everything, stage_seed
 from .store import RunStore
@@ -41,9 +42,9 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
     wanted = stream.eval_sets() if cfg.eval.general else stream.test
     eval_sets = {name: encode(processor, samples) for name, samples in wanted.items()}
 
-    def finish(stage: int, state=None, log=None, extra_info=None) -> None:
+    def finish(stage: int, state=None, log=None, extra_info=None, extra_tables=None) -> None:
         scores, preds = evaluate(model, processor, eval_sets, cfg.eval, stage, progress=progress)
-        tables = {"scores": scores, "predictions": preds}
+        tables = {"scores": scores, "predictions": preds, **(extra_tables or {})}
         info = dict(extra_info or {})
         if log is not None:
             tables["train_log"] = log.table().assign(stage=stage)
@@ -64,11 +65,15 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
         model = method.begin_task(model, t, task, train_data)
         params = method.trainable_parameters(model)
         n_trainable = sum(p.numel() for p in params)
+        recorders = ()
+        if cfg.probe.record_training:
+            recorders = (TowerDynamics(model, anatomy, cfg.probe.record_every),)
         log = train_stage(model, train_data, params, cfg.train, stage_seed(cfg.seed, t),
-                          extra_loss=method.extra_loss, callbacks=callbacks,
+                          extra_loss=method.extra_loss, callbacks=recorders + tuple(callbacks),
                           desc=f"stage {t}: {task}", progress=progress)
         model, state = method.end_task(model, t, task)
-        finish(t, state, log, {"task": task, "trainable_params": n_trainable})
+        extra = {"dynamics": recorders[0].table().assign(stage=t, task=task)} if recorders else {}
+        finish(t, state, log, {"task": task, "trainable_params": n_trainable}, extra)
     write_summaries(store)
     store.update_manifest(status="complete")
     return store

@@ -7,6 +7,7 @@ Layout::
         stages/<t>/scores.parquet       stage, eval_task, metric, value (tidy)
         stages/<t>/predictions.parquet  raw predictions, for re-scoring
         stages/<t>/train_log.parquet    step, loss, lr
+        stages/<t>/dynamics.parquet     step, tower, quantity, value (per-step recorders)
         stages/<t>/state.safetensors    what the method needs to rebuild the model
         tables/*.parquet, figures/*.png  summaries written when the run completes
 

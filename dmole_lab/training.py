@@ -22,9 +22,24 @@ from .encode import Encoded, placement, to_device, train_batch
 
 
 class StepCallback(Protocol):
-    """Called after every optimiser step."""
+    """A plain function called after every optimiser step."""
 
     def __call__(self, step: int, loss: float, model: torch.nn.Module) -> None: ...
+
+
+class TrainCallback:
+    """A callback that also sees the gradients: override either hook (both default to no-op).
+
+    ``on_backward`` runs after ``loss.backward()`` and before clipping, so ``p.grad`` holds the
+    raw gradient of the step; ``on_step`` runs after the optimiser step (the parameters hold
+    their new values). Plain functions passed as callbacks are called as ``on_step``.
+    """
+
+    def on_backward(self, step: int, model: torch.nn.Module) -> None:
+        """Gradients of ``step`` are in ``p.grad``."""
+
+    def on_step(self, step: int, loss: float, model: torch.nn.Module) -> None:
+        """The optimiser has applied ``step``."""
 
 
 @dataclass
@@ -63,7 +78,7 @@ def train_stage(
     cfg: TrainConfig,
     seed: int,
     extra_loss: Callable[[torch.nn.Module, dict, object], torch.Tensor | None] | None = None,
-    callbacks: tuple[StepCallback, ...] = (),
+    callbacks: tuple[TrainCallback | StepCallback, ...] = (),
     desc: str = "train",
     progress: bool = True,
 ) -> StageLog:
@@ -83,6 +98,8 @@ def train_stage(
     order: list[int] = []
     log = StageLog()
     start = time.perf_counter()
+    backward_hooks = [cb.on_backward for cb in callbacks if isinstance(cb, TrainCallback)]
+    step_hooks = [cb.on_step if isinstance(cb, TrainCallback) else cb for cb in callbacks]
     model.train()
     bar = tqdm(range(total), desc=desc, disable=not progress, leave=False)
     for step in bar:
@@ -97,6 +114,8 @@ def train_stage(
             if extra is not None:
                 loss = loss + extra
         loss.backward()
+        for hook in backward_hooks:
+            hook(step, model)
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
@@ -104,8 +123,8 @@ def train_stage(
         sched.step()
         opt.zero_grad(set_to_none=True)
         log.losses.append(float(loss.detach()))
-        for cb in callbacks:
-            cb(step, log.losses[-1], model)
+        for hook in step_hooks:
+            hook(step, log.losses[-1], model)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{log.losses[-1]:.3f}")
     model.eval()
