@@ -114,9 +114,19 @@ def write_summaries(store: RunStore) -> dict[str, Path]:
         "metrics": store.write_summary("metrics", metrics),
     }
     title = f"{manifest['method']} (seed {manifest['seed']})"
-    for key, name, draw in (("heatmap", "score_matrix", plots.score_matrix_heatmap),
-                            ("curves", "forgetting_curves", plots.forgetting_curves)):
-        fig = draw(sm, tasks, title=title)
+    figures = [
+        ("heatmap", "score_matrix", lambda: plots.score_matrix_heatmap(sm, tasks, title=title)),
+        ("curves", "forgetting_curves", lambda: plots.forgetting_curves(sm, tasks, title=title)),
+    ]
+    try:
+        dynamics = store.table("dynamics")
+        paths["dynamics"] = store.write_summary("dynamics", dynamics)
+        figures.append(("tower_dynamics", "tower_dynamics",
+                        lambda: plots.tower_dynamics(dynamics, title=title)))
+    except FileNotFoundError:  # recorders were off
+        pass
+    for key, name, draw in figures:
+        fig = draw()
         paths[key] = store.figure_path(name)
         fig.savefig(paths[key], dpi=120, bbox_inches="tight")
         plots.close(fig)

@@ -22,6 +22,9 @@ def test_run_writes_matrix_metrics_and_heatmap(smoke_overrides):
     assert {"AVG", "Last", "BWT", "Forgetting", "FWT", "MFT", "General"} <= set(metrics.metric)
     assert (store.root / "figures" / "score_matrix.png").stat().st_size > 1000
     assert (store.root / "figures" / "forgetting_curves.png").stat().st_size > 1000
+    assert (store.root / "figures" / "tower_dynamics.png").stat().st_size > 1000
+    dyn = store.summary("dynamics")
+    assert set(dyn.stage) == {1, 2, 3} and set(dyn.quantity) == {"grad_norm", "rel_update"}
     preds = store.table("predictions")
     assert {"prediction", "reference", "score"} <= set(preds.columns)
     assert m["stages"]["1"]["trainable_params"] > 0

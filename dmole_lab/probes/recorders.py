@@ -23,11 +23,6 @@ import torch
 from ..anatomy import Anatomy
 from ..training import TrainCallback
 
-QUANTITIES = {
-    "grad_norm": "sqrt(sum ||grad||^2) over the tower's trainable parameters (before clipping)",
-    "rel_update": "||Delta W||_F / ||W0||_F over the tower's LoRA modules",
-}
-
 
 def lora_modules(model: torch.nn.Module):
     """(name, module) of every PEFT-shaped LoRA layer: ``lora_A``/``lora_B`` dicts + ``scaling``."""
