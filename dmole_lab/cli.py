@@ -1,4 +1,4 @@
-"""Command line: ``dmole-lab {pretrain,run,report,config}`` (also ``python -m dmole_lab``).
+"""Command line: ``dmole-lab {pretrain,run,probe,report,config}`` (also ``python -m dmole_lab``).
 
 Every command takes ``--preset NAME`` (a file in ``configs/``) and strict dotted overrides such
 as ``--train.lr=1e-4``; an unknown key or a value of the wrong type stops with a message that
@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_ in [
         ("pretrain", "pre-train the embedded tiny model on the base mix"),
         ("run", "train a method over the stream and write its score matrix"),
+        ("probe", "sensitivity of every task of the stream on the frozen base model"),
         ("report", "print and plot the score matrix and metrics of a finished run"),
         ("config", "print the resolved config (or --keys: every key with its help)"),
     ]:
@@ -60,6 +61,29 @@ def _cmd_run(cfg, args) -> int:
 
     store = run(cfg, progress=not args.quiet)
     _print_report(store)
+    return 0
+
+
+def _cmd_probe(cfg, args) -> int:
+    import pandas as pd
+
+    from .probes.stream import probe_stream
+    from .profiles import tower_split
+
+    store = probe_stream(cfg, progress=not args.quiet)
+    m = store.manifest()
+    table = store.summary("sensitivity")
+    split = tower_split(table, "grad_norm" if "grad_norm" in cfg.probe.proxies
+                        else cfg.probe.proxies[0], m["probe_batches"])
+    seconds = sum(s.get("seconds", 0.0) for s in m["stages"].values())
+    with pd.option_context("display.width", 200):
+        print(f"\nprobe: {store.root}\nper-tower sensitivity at K+1 = {m['probe_batches']} "
+              f"batches of {m['batch_size']} (rho_V = vision share, method.md section 2):")
+        print(split.round(4).to_string(index=False))
+    print(f"probing time (all proxies, {max(m['batch_counts'])} batches per task): "
+          f"{seconds:.1f} s")
+    print(f"table: {store.root / 'tables' / 'sensitivity.parquet'}")
+    print(f"figures: {store.root / 'figures'}")
     return 0
 
 
@@ -113,7 +137,8 @@ def _cmd_config(cfg, args) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "report": _cmd_report,
+COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "probe": _cmd_probe,
+            "report": _cmd_report,
             "config": _cmd_config}
 
 

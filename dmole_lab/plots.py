@@ -73,3 +73,127 @@ def sample_grid(images: list[np.ndarray], captions: list[str], ncols: int = 5):
         a.set_title(cap, fontsize=6.5, wrap=True)
     fig.tight_layout()
     return fig
+
+
+def _pair(ax, figsize):
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=figsize)
+    return ax[0].figure, ax
+
+
+def sensitivity_heatmaps(profiles: pd.DataFrame, tasks: list[str] | None = None,
+                         normalisation: str = "minmax", ax=None, title: str | None = None):
+    """Figure 1 (method.md section 5): tasks x layers per tower, darker = more sensitive.
+
+    ``profiles`` is a per-layer table (task, tower, layer, score), e.g. from
+    :func:`dmole_lab.profiles.layer_profiles`; rows are normalised per task and tower with
+    ``normalisation`` ("minmax" as in the paper). ``ax``: a pair of axes (vision, llm) or None.
+    """
+    from .profiles import TOWERS, normalise, profile_matrix
+
+    tasks = list(tasks) if tasks is not None else list(dict.fromkeys(profiles["task"]))
+    norm = normalise(profiles, normalisation)
+    fig, axes = _pair(ax, (11, 0.9 + 0.42 * len(tasks)))
+    for a, tower in zip(axes, TOWERS):
+        m = profile_matrix(norm, tower, tasks)
+        im = a.imshow(m.to_numpy(dtype=float), cmap="Blues", aspect="auto",
+                       vmin=0 if normalisation == "minmax" else None,
+                       vmax=1 if normalisation == "minmax" else None)
+        a.set_xticks(range(m.shape[1]), [str(c) for c in m.columns])
+        a.set_yticks(range(len(tasks)), tasks)
+        a.set_xlabel(f"{tower} layer (0 = input side)")
+        a.set_title(f"{'vision encoder' if tower == 'vision' else 'LLM'}")
+        fig.colorbar(im, ax=a, fraction=0.04,
+                     label=f"sensitivity ({normalisation})")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
+                   title: str | None = None, smooth: int = 5):
+    """Figure 2 (method.md section 5): per-tower magnitude vs step (top) and their ratio.
+
+    ``dynamics``: the recorders' table (step, tower, quantity, value, and stage/task when it
+    comes from a continual run: stages are laid end to end with their boundaries marked).
+    ``quantity``: "grad_norm" or "rel_update"; ``smooth``: rolling-mean window (1 = raw);
+    ``ax``: a pair of axes (magnitudes, ratio) or None.
+    """
+    from .profiles import QUANTITIES
+
+    d = dynamics[dynamics["quantity"] == quantity]
+    if d.empty:
+        raise ValueError(f"no {quantity!r} rows; available: {sorted(set(dynamics['quantity']))}")
+    axes = ax
+    if axes is None:
+        _, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True,
+                               gridspec_kw={"height_ratios": [2, 1]})
+    fig = axes[0].figure
+    wide = d.pivot_table(index=_global_step(d), columns="tower", values="value")
+    wide = wide.rolling(smooth, min_periods=1).mean() if smooth > 1 else wide
+    for tower in [t for t in ("vision", "llm", "projector") if t in wide]:
+        axes[0].plot(wide.index, wide[tower], label=tower, lw=1)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel(QUANTITIES[quantity][0])
+    axes[0].legend(fontsize=8)
+    ratio = wide["llm"] / wide["vision"]
+    axes[1].plot(ratio.index, ratio, color="black", lw=1)
+    axes[1].set_ylabel("LLM / vision")
+    axes[1].set_xlabel("training step")
+    if "stage" in d:
+        bounds = d.assign(g=_global_step(d)).groupby("stage")["g"].agg(["min", "max"])
+        for stage, (lo, hi) in bounds.iterrows():
+            for ax in axes:
+                ax.axvline(lo, color="grey", lw=0.3)
+            task = d.loc[d["stage"] == stage, "task"].iloc[0] if "task" in d else stage
+            axes[0].text((lo + hi) / 2, 1.01, str(task), transform=axes[0].get_xaxis_transform(),
+                         ha="center", va="bottom", fontsize=6, rotation=30)
+    if title:
+        fig.suptitle(title, y=1.04)
+    return fig
+
+
+def _global_step(d: pd.DataFrame) -> pd.Series:
+    """Steps of consecutive stages laid end to end (a single stage keeps its own steps)."""
+    if "stage" not in d:
+        return d["step"]
+    length = d.groupby("stage")["step"].max() + 1
+    offset = length.cumsum().shift(fill_value=0)
+    return d["step"] + d["stage"].map(offset)
+
+
+def correlation_heatmap(corr: pd.DataFrame, ax=None, title: str | None = None,
+                        label: str = "Spearman rank correlation"):
+    """An annotated square correlation matrix in [-1, 1] (e.g. tasks x tasks)."""
+    fig, ax = _ax(ax, figsize=(1.5 + 0.5 * len(corr), 1.0 + 0.45 * len(corr)))
+    data = corr.to_numpy(dtype=float)
+    im = ax.imshow(data, cmap="RdBu_r", vmin=-1, vmax=1)
+    for (r, c), v in np.ndenumerate(data):
+        ax.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=6)
+    ax.set_xticks(range(len(corr.columns)), corr.columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(corr.index)), corr.index)
+    fig.colorbar(im, ax=ax, fraction=0.04, label=label)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def proxy_oracle_bars(pooled: pd.DataFrame, ax=None, title: str | None = None):
+    """Mean (+- std over tasks) Spearman of each proxy against the oracle, per tower."""
+    fig, ax = _ax(ax, figsize=(6, 3.2))
+    proxies = list(dict.fromkeys(pooled["proxy"]))
+    towers = list(dict.fromkeys(pooled["tower"]))
+    width = 0.8 / len(towers)
+    for k, tower in enumerate(towers):
+        d = pooled[pooled["tower"] == tower].set_index("proxy").reindex(proxies)
+        ax.bar(np.arange(len(proxies)) + k * width, d["mean"], width, yerr=d["std"],
+               label=tower, capsize=2)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xticks(np.arange(len(proxies)) + width * (len(towers) - 1) / 2, proxies)
+    ax.set_ylabel("Spearman vs oracle gain")
+    ax.set_ylim(-1, 1)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig

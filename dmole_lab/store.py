@@ -31,6 +31,7 @@ import pandas as pd
 
 from .config import PROJECT_ROOT, RunConfig, config_hash, to_dict
 
+DEFAULT_EXCLUDE = ("runs_dir", "pretrain")
 VERSIONED = ("dmole_lab", "torch", "transformers", "peft", "accelerate", "numpy", "pandas")
 
 
@@ -102,24 +103,32 @@ class RunStore:
 
     # -------------------------------------------------------------- creation and manifest
     @staticmethod
-    def run_name(cfg: RunConfig) -> str:
-        """Folder name of a run: method and config hash (seed included in the hash)."""
-        return f"{cfg.method}-{config_hash(cfg)}"
+    def run_name(cfg: RunConfig, kind: str | None = None,
+                 exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> str:
+        """Folder name of a run: its kind (default: the method) and config hash (seed included)."""
+        return f"{kind or cfg.method}-{config_hash(cfg, exclude)}"
 
     @classmethod
-    def for_config(cls, cfg: RunConfig, runs_dir: Path) -> "RunStore":
-        """Open the run folder of ``cfg`` under ``runs_dir``, writing its manifest if new."""
-        store = cls(Path(runs_dir) / cls.run_name(cfg))
+    def for_config(cls, cfg: RunConfig, runs_dir: Path, kind: str | None = None,
+                   exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> "RunStore":
+        """Open the run folder of ``cfg`` under ``runs_dir``, writing its manifest if new.
+
+        ``kind`` names runs that are not a method's continual run (``"probe"``); ``exclude``
+        lists the config sections that do not affect such a run, so they stay out of its hash.
+        """
+        store = cls(Path(runs_dir) / cls.run_name(cfg, kind, exclude))
+        digest = config_hash(cfg, exclude)
         if store.manifest_path.exists():
             manifest = store.manifest()
-            if manifest["config_hash"] != config_hash(cfg):
+            if manifest["config_hash"] != digest:
                 raise RuntimeError(f"{store.root} belongs to another config; remove it or rename")
         else:
             write_json(store.manifest_path, {
                 "name": store.root.name,
+                "kind": kind or "continual",
                 "config": to_dict(cfg),
-                "config_hash": config_hash(cfg),
-                "method": cfg.method,
+                "config_hash": digest,
+                "method": kind or cfg.method,
                 "seed": cfg.seed,
                 "tasks": list(cfg.stream.tasks),
                 "versions": package_versions(),

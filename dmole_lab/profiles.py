@@ -1,0 +1,134 @@
+"""Reading sensitivity tables: per-layer profiles, tower splits, and how different tasks are.
+
+Torch-free (pandas, numpy, scipy) so notebooks and widgets load fast. Input is the tidy table
+written by :func:`dmole_lab.probes.stream.probe_stream` (task, tower, layer, module, proxy,
+batches, score).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+TOWERS = ("vision", "llm")
+#: What the per-step recorders measure (method.md section 5): (axis label, definition).
+QUANTITIES = {
+    "grad_norm": ("gradient norm",
+                  "sqrt(sum ||grad||^2) over the tower's trainable parameters, before clipping"),
+    "rel_update": ("||dW|| / ||W0||", "||Delta W||_F / ||W0||_F over the tower's LoRA modules"),
+}
+NORMALISATIONS = {
+    "minmax": "per task and tower, (s - min) / (max - min) (the paper's Figure 1)",
+    "share": "per task and tower, s / sum(s)",
+    "rank": "per task and tower, rank of the layer (1 = least sensitive)",
+    "none": "raw scores",
+}
+
+
+def _pick(table: pd.DataFrame, column: str, value):
+    allowed = sorted(set(table[column]))
+    if value not in allowed:
+        raise ValueError(f"{column} {value!r} is not in the table; available: {allowed}")
+    return table[table[column] == value]
+
+
+def layer_profiles(table: pd.DataFrame, proxy: str = "grad_norm",
+                   batches: int | None = None) -> pd.DataFrame:
+    """Per-layer score (sum over the layer's candidate modules, method.md section 2 step 1).
+
+    ``batches`` defaults to the largest stored count. Returns task, tower, layer, score.
+    """
+    t = _pick(table, "proxy", proxy)
+    t = _pick(t, "batches", int(t["batches"].max()) if batches is None else batches)
+    return (t.groupby(["task", "tower", "layer"], sort=False)["score"].sum()
+            .reset_index())
+
+
+def normalise(profiles: pd.DataFrame, how: str = "minmax") -> pd.DataFrame:
+    """Profiles with ``score`` normalised per task and tower (see :data:`NORMALISATIONS`)."""
+    if how not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {how!r}; allowed: {', '.join(NORMALISATIONS)}")
+    if how == "none":
+        return profiles.copy()
+    g = profiles.groupby(["task", "tower"], sort=False)["score"]
+    if how == "minmax":
+        lo, hi = g.transform("min"), g.transform("max")
+        score = (profiles["score"] - lo) / (hi - lo).where(hi > lo, 1.0)
+    elif how == "share":
+        score = profiles["score"] / g.transform("sum")
+    else:
+        score = g.rank(method="average")
+    return profiles.assign(score=score)
+
+
+def profile_matrix(profiles: pd.DataFrame, tower: str, tasks: list[str] | None = None):
+    """tasks x layers matrix of one tower (rows in ``tasks`` order if given)."""
+    piv = _pick(profiles, "tower", tower).pivot(index="task", columns="layer", values="score")
+    return piv.reindex(tasks) if tasks is not None else piv
+
+
+def tower_split(table: pd.DataFrame, proxy: str = "grad_norm",
+                batches: int | None = None) -> pd.DataFrame:
+    """Per task S_V, S_L and rho_V = S_V / (S_V + S_L) (method.md section 2 step 2)."""
+    prof = layer_profiles(table, proxy, batches)
+    s = prof.groupby(["task", "tower"], sort=False)["score"].sum().unstack("tower")
+    out = pd.DataFrame({"S_V": s["vision"], "S_L": s["llm"]})
+    out["rho_V"] = out["S_V"] / (out["S_V"] + out["S_L"])
+    return out.reset_index()
+
+
+def task_correlations(profiles: pd.DataFrame, tower: str,
+                      tasks: list[str] | None = None) -> pd.DataFrame:
+    """Spearman rank correlation between tasks' per-layer profiles of one tower (tasks x tasks).
+
+    Low or negative values mean the tasks want different layers: task architecture conflict
+    (method.md section 1).
+    """
+    m = profile_matrix(profiles, tower, tasks)
+    rho = spearmanr(m.to_numpy(dtype=float), axis=1).statistic
+    rho = np.atleast_2d(rho) if len(m) > 2 else np.array([[1.0, rho], [rho, 1.0]])
+    return pd.DataFrame(rho, index=m.index, columns=m.index)
+
+
+def depth_centre(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Where in depth each task's sensitivity sits, per tower: 0 = first layer, 1 = last.
+
+    The centre of mass of the layer profile (raw scores as weights) over layer / (n - 1).
+    """
+    def centre(d):
+        w = d["score"].to_numpy(dtype=float)
+        pos = d["layer"].to_numpy(dtype=float) / max(1, d["layer"].max())
+        return float((w * pos).sum() / w.sum()) if w.sum() > 0 else float("nan")
+
+    rows = [{"task": task, "tower": tower, "centre": centre(d)}
+            for (task, tower), d in profiles.groupby(["task", "tower"], sort=False)]
+    return pd.DataFrame(rows)
+
+
+def mean_offdiagonal(corr: pd.DataFrame) -> float:
+    """Mean of a correlation matrix's off-diagonal entries (one number for 'how alike')."""
+    a = corr.to_numpy(dtype=float)
+    mask = ~np.eye(len(a), dtype=bool)
+    return float(a[mask].mean())
+
+
+def proxy_vs_oracle(table: pd.DataFrame, oracle: pd.DataFrame,
+                    batches: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Spearman between each proxy's per-layer scores and the oracle gains, per task and tower.
+
+    ``oracle`` has columns task, tower, layer, gain. Returns task, tower, proxy, spearman,
+    n_layers, and the pooled view (tower, proxy, mean, std, count over tasks).
+    """
+    rows = []
+    for proxy in sorted(set(table["proxy"])):
+        prof = layer_profiles(table, proxy, batches)
+        both = prof.merge(oracle, on=["task", "tower", "layer"])
+        for (task, tower), d in both.groupby(["task", "tower"], sort=False):
+            rows.append({"task": task, "tower": tower, "proxy": proxy,
+                         "spearman": float(spearmanr(d["score"], d["gain"]).statistic),
+                         "n_layers": len(d)})
+    out = pd.DataFrame(rows)
+    pooled = (out.groupby(["tower", "proxy"], sort=False)["spearman"]
+              .agg(["mean", "std", "count"]).reset_index())
+    return out, pooled

@@ -1,0 +1,95 @@
+"""`dmole-lab probe` over a stream, the oracle, and shipping results (micro model, seconds)."""
+
+import pandas as pd
+import pytest
+import torch
+
+from dmole_lab import results
+from dmole_lab.cli import main
+from dmole_lab.config import ModelConfig, TrainConfig, build_config
+from dmole_lab.encode import encode
+from dmole_lab.models import load_model
+from dmole_lab.probes.oracle import held_out_loss, oracle_gains
+from dmole_lab.probes.stream import probe_plan, probe_store, probe_stream
+from dmole_lab.tasks import make_samples
+
+
+@pytest.fixture()
+def probe_overrides(smoke_overrides):
+    return {**smoke_overrides, "probe.sweep": "1,2"}
+
+
+def test_probe_stream_stores_every_task_proxy_and_batch_count(probe_overrides):
+    cfg = build_config(overrides=probe_overrides)
+    bs, k1, counts = probe_plan(cfg)
+    assert (bs, k1, counts) == (4, 2, [1, 2])  # 2 batches per task: K = max(1, 0) = 1
+    store = probe_stream(cfg, progress=False)
+    table = store.summary("sensitivity")
+    assert set(table.task) == {"caption", "grounding", "ocr"}
+    assert set(table.proxy) == set(cfg.probe.proxies) and set(table.batches) == {1, 2}
+    assert set(table.tower) == {"vision", "llm"} and (table.score >= 0).all()
+    # accumulated gradients never shrink from 1 to 2 batches in sum over a tower
+    g = table[table.proxy == "grad_norm"].groupby(["task", "batches"]).score.sum().unstack()
+    assert (g[2] > g[1]).all()
+    m = store.manifest()
+    assert m["kind"] == "probe" and m["status"] == "complete" and m["probe_batches"] == 2
+    assert {p.name for p in (store.root / "figures").iterdir()} == {
+        f"sensitivity_{p}.png" for p in cfg.probe.proxies}
+    # a method or LoRA setting does not change what a probe measures: same folder
+    other = build_config(overrides={**probe_overrides, "method": "seq-lora", "lora.r": 2})
+    assert probe_store(other).root == store.root
+
+
+def test_interrupted_probe_resumes_at_the_next_task(probe_overrides):
+    cfg = build_config(overrides=probe_overrides)
+    store = probe_stream(cfg, progress=False)
+    reference = store.summary("sensitivity")
+    first = (store.stage_dir(1) / "sensitivity.parquet").stat().st_mtime_ns
+    m = store.manifest()
+    del m["stages"]["3"]  # as if the process died while probing the third task
+    m["status"] = "running"
+    store.update_manifest(**m)
+    again = probe_stream(cfg, progress=False)
+    assert (store.stage_dir(1) / "sensitivity.parquet").stat().st_mtime_ns == first
+    assert again.stage_done(3)
+    pd.testing.assert_frame_equal(again.summary("sensitivity"), reference)
+
+
+def test_probe_command_prints_the_tower_split(probe_overrides, capsys):
+    argv = [f"--{k}={v}" for k, v in probe_overrides.items()]
+    assert main(["probe", "--quiet", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "rho_V" in out and "grounding" in out and "sensitivity.parquet" in out
+    assert main(["probe", "--quiet", *argv, "--probe.proxies=grad_norm,magic"]) == 2
+    assert "unknown proxy 'magic'" in capsys.readouterr().err
+
+
+def test_oracle_trains_each_layer_alone_and_leaves_the_base_untouched(micro_model_dir):
+    model, processor = load_model(ModelConfig(path=str(micro_model_dir)))
+    data = encode(processor, make_samples("ocr", 8, "train", 0))
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    before = held_out_loss(model, data)
+    cfg = TrainConfig(batch_size=4, max_steps=3, lr=5e-2, warmup_ratio=0.0)
+    gains = oracle_gains(model, data, data, cfg, r=2, alpha=4.0,
+                         layers=[("vision", 1), ("llm", 0), ("llm", 1)])
+    assert list(zip(gains.tower, gains.layer)) == [("vision", 1), ("llm", 0), ("llm", 1)]
+    assert gains.loss_before.tolist() == pytest.approx([before] * 3)
+    assert (gains.gain > 0).all()  # fitting the very data it is scored on must lower the loss
+    after = model.state_dict()
+    assert after.keys() == base.keys()
+    assert all(torch.equal(after[k], v) for k, v in base.items())
+    assert not any(p.requires_grad for p in model.parameters())
+    assert held_out_loss(model, data) == pytest.approx(before)
+    with pytest.raises(ValueError, match="vision layer 7 has no candidate module"):
+        oracle_gains(model, data, data, cfg, layers=[("vision", 7)])
+
+
+def test_ship_and_open_a_stored_run(probe_overrides, tmp_path):
+    store = probe_stream(build_config(overrides=probe_overrides), progress=False)
+    dest = results.ship(store, "probe-micro", results_dir=tmp_path / "results")
+    assert not (dest / "stages").exists()
+    opened = results.open_run("probe-micro", results_dir=tmp_path / "results")
+    pd.testing.assert_frame_equal(opened.summary("sensitivity"), store.summary("sensitivity"))
+    with pytest.raises(FileNotFoundError, match="no stored run 'nope'"):
+        results.open_run("nope", results_dir=tmp_path / "results")
+    assert "probe-tiny" in results.available()  # shipped with the project

@@ -1,0 +1,124 @@
+"""Reading sensitivity tables (dmole_lab.profiles) and the figures drawn from them."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmole_lab import plots
+from dmole_lab.profiles import (
+    depth_centre,
+    layer_profiles,
+    mean_offdiagonal,
+    normalise,
+    profile_matrix,
+    proxy_vs_oracle,
+    task_correlations,
+    tower_split,
+)
+
+# Per-layer scores of three tasks; each layer has two modules that share the layer's score.
+PROFILES = {
+    "shallow": {"vision": [8, 4, 2, 1], "llm": [4, 3, 2, 1]},
+    "deep": {"vision": [1, 2, 4, 8], "llm": [1, 2, 3, 4]},
+    "also_shallow": {"vision": [9, 5, 3, 1], "llm": [6, 2, 1.5, 1]},
+}
+
+
+def _table(batches=(1, 2)) -> pd.DataFrame:
+    rows = []
+    for task, towers in PROFILES.items():
+        for tower, scores in towers.items():
+            for layer, s in enumerate(scores):
+                for module in ("q", "v"):
+                    for proxy, f in (("grad_norm", 1.0), ("snip", -1.0)):
+                        for b in batches:
+                            rows.append({"task": task, "tower": tower, "layer": layer,
+                                         "module": f"{tower}.{layer}.{module}", "proxy": proxy,
+                                         "batches": b, "score": b * (s / 2 if f > 0 else 10 - s)})
+    return pd.DataFrame(rows)
+
+
+def test_layer_profiles_sum_modules_and_pick_batches():
+    prof = layer_profiles(_table(), "grad_norm", batches=1)
+    got = prof[(prof.task == "deep") & (prof.tower == "vision")].score.tolist()
+    assert got == [1, 2, 4, 8]
+    assert layer_profiles(_table(), "grad_norm").score.sum() == 2 * prof.score.sum()  # max = 2
+    with pytest.raises(ValueError, match="proxy 'nope' is not in the table; available"):
+        layer_profiles(_table(), "nope")
+    with pytest.raises(ValueError, match="batches 7"):
+        layer_profiles(_table(), "grad_norm", batches=7)
+
+
+@pytest.mark.parametrize("how,first_row", [
+    ("minmax", [1, 3 / 7, 1 / 7, 0]),
+    ("share", [8 / 15, 4 / 15, 2 / 15, 1 / 15]),
+    ("rank", [4, 3, 2, 1]),
+    ("none", [8, 4, 2, 1]),
+])
+def test_normalise(how, first_row):
+    prof = normalise(layer_profiles(_table(), "grad_norm", batches=1), how)
+    m = profile_matrix(prof, "vision", ["shallow", "deep"])
+    assert list(m.index) == ["shallow", "deep"]
+    np.testing.assert_allclose(m.loc["shallow"].to_numpy(), first_row)
+
+
+def test_normalise_rejects_unknown_name():
+    with pytest.raises(ValueError, match="unknown normalisation 'zscore'; allowed: minmax"):
+        normalise(layer_profiles(_table()), "zscore")
+
+
+def test_tower_split_is_the_vision_share():
+    split = tower_split(_table(), "grad_norm", batches=1).set_index("task")
+    assert split.loc["shallow", "S_V"] == 15 and split.loc["shallow", "S_L"] == 10
+    assert split.loc["shallow", "rho_V"] == pytest.approx(0.6)
+
+
+def test_task_correlations_see_the_conflict():
+    prof = layer_profiles(_table(), "grad_norm")
+    corr = task_correlations(prof, "vision", ["shallow", "deep", "also_shallow"])
+    assert corr.loc["shallow", "deep"] == pytest.approx(-1.0)
+    assert corr.loc["shallow", "also_shallow"] == pytest.approx(1.0)
+    assert mean_offdiagonal(corr) == pytest.approx(-1 / 3)
+    centre = depth_centre(prof).set_index(["task", "tower"])["centre"]
+    assert centre["shallow", "vision"] < 0.5 < centre["deep", "vision"]
+
+
+def test_proxy_vs_oracle_per_task_and_pooled():
+    prof = layer_profiles(_table(), "grad_norm")
+    oracle = prof.rename(columns={"score": "gain"})  # the oracle agrees with grad_norm
+    per_task, pooled = proxy_vs_oracle(_table(), oracle)
+    assert set(per_task.proxy) == {"grad_norm", "snip"}
+    g = per_task[per_task.proxy == "grad_norm"]
+    np.testing.assert_allclose(g.spearman, 1.0)
+    s = pooled.set_index(["tower", "proxy"])
+    assert s.loc[("vision", "snip"), "mean"] == pytest.approx(-1.0)  # snip ranks inversely
+    assert s.loc[("llm", "grad_norm"), "count"] == 3
+
+
+def test_plots_return_figures_with_one_panel_per_tower():
+    prof = layer_profiles(_table(), "grad_norm")
+    fig = plots.sensitivity_heatmaps(prof, ["deep", "shallow"], title="t")
+    heat = [a for a in fig.axes if a.images]
+    assert [a.get_title() for a in heat] == ["vision encoder", "LLM"]
+    np.testing.assert_allclose(heat[0].images[0].get_array()[0], [0, 1 / 7, 3 / 7, 1])
+    plots.close(fig)
+    fig = plots.correlation_heatmap(task_correlations(prof, "llm"))
+    assert fig.axes[0].images[0].get_array().shape == (3, 3)
+    plots.close(fig)
+    _, pooled = proxy_vs_oracle(_table(), prof.rename(columns={"score": "gain"}))
+    fig = plots.proxy_oracle_bars(pooled)
+    assert len(fig.axes[0].patches) == 4  # 2 proxies x 2 towers
+    plots.close(fig)
+
+
+def test_tower_dynamics_lays_stages_end_to_end_and_plots_the_ratio():
+    rows = [{"stage": s, "task": f"t{s}", "step": k, "tower": tower, "quantity": "grad_norm",
+             "value": (4.0 if tower == "llm" else 1.0) * s}
+            for s in (1, 2) for k in range(5) for tower in ("vision", "llm")]
+    fig = plots.tower_dynamics(pd.DataFrame(rows), smooth=1)
+    top, ratio = fig.axes[:2]
+    assert list(top.lines[0].get_xdata()) == list(range(10))
+    np.testing.assert_allclose(ratio.lines[0].get_ydata(), 4.0)
+    plots.close(fig)
+    with pytest.raises(ValueError, match="no 'rel_update' rows; available: \\['grad_norm'\\]"):
+        plots.tower_dynamics(pd.DataFrame(rows), "rel_update")
