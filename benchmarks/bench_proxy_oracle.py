@@ -1,0 +1,146 @@
+"""Is the zero-cost proxy right? Proxy scores vs oracle layer gains, and how different tasks are.
+
+Usage: python benchmarks/bench_proxy_oracle.py [--tasks a,b] [--steps 40] [--seeds 2]
+                                               [--preset tiny] [overrides...]
+
+1. Probes every task of the preset's stream (``dmole-lab probe``; resumes if already done).
+2. For each task and each layer of both towers, trains a LoRA on that layer alone for
+   ``--steps`` steps from the base model and records the held-out loss reduction (the oracle
+   gain), for ``--seeds`` seeds (their agreement is the ceiling a proxy can reach).
+3. Reports Spearman(proxy per-layer score, oracle gain) per task, tower and proxy, and the
+   diversity of the tasks' per-layer profiles (pairwise Spearman) under the proxy and the oracle.
+
+Writes results/oracle-<preset>/{manifest.json,tables/*.parquet} (read by notebook 01) and
+benchmarks/results/proxy_oracle.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from dmole_lab.config import build_config, parse_cli_overrides, to_dict
+from dmole_lab.encode import encode
+from dmole_lab.models import load_model
+from dmole_lab.probes.oracle import oracle_gains
+from dmole_lab.probes.stream import probe_stream
+from dmole_lab.profiles import (
+    TOWERS,
+    layer_profiles,
+    mean_offdiagonal,
+    proxy_vs_oracle,
+    task_correlations,
+)
+from dmole_lab.results import RESULTS_DIR, ship
+from dmole_lab.store import write_json, write_table
+from dmole_lab.stream import build_stream
+
+
+def oracle_table(cfg, tasks, steps, seeds, progress=True) -> pd.DataFrame:
+    """Oracle gains of every layer for every task and seed (task, seed, tower, layer, gain)."""
+    from dataclasses import replace
+
+    model, processor = load_model(cfg.model)
+    stream = build_stream(cfg.stream, progress=False)
+    train_cfg = replace(cfg.train, max_steps=steps, epochs=10**6)
+    parts = []
+    for task in tasks:
+        train = encode(processor, stream.train[task][: steps * cfg.train.batch_size])
+        test = encode(processor, stream.test[task])
+        for seed in range(seeds):
+            t0 = time.perf_counter()
+            g = oracle_gains(model, train, test, train_cfg, cfg.lora.r, cfg.lora.alpha,
+                             seed=seed, progress=progress)
+            parts.append(g.assign(task=task, seed=seed))
+            print(f"oracle {task} seed {seed}: {time.perf_counter() - t0:.1f} s", flush=True)
+    return pd.concat(parts, ignore_index=True)
+
+
+def oracle_ceiling(oracle: pd.DataFrame) -> pd.DataFrame:
+    """Spearman between oracle seeds 0 and 1 per task and tower (how far ranks are reliable)."""
+    rows = []
+    for (task, tower), d in oracle.groupby(["task", "tower"], sort=False):
+        w = d.pivot(index="layer", columns="seed", values="gain")
+        if w.shape[1] >= 2:
+            rows.append({"task": task, "tower": tower,
+                         "spearman": float(spearmanr(w[0], w[1]).statistic)})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    """Run the probe and the oracle, then print and store the comparison."""
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--tasks", default=None, help="comma-separated (default: the whole stream)")
+    p.add_argument("--steps", type=int, default=40, help="LoRA steps per layer")
+    p.add_argument("--seeds", type=int, default=2, help="oracle seeds per task")
+    p.add_argument("--out", default=None, help="results folder (default results/oracle-PRESET)")
+    args, rest = p.parse_known_args(argv)
+    cfg = build_config(args.preset, parse_cli_overrides(rest))
+    tasks = args.tasks.split(",") if args.tasks else list(cfg.stream.tasks)
+
+    probe = probe_stream(cfg, progress=False)
+    ship(probe, f"probe-{args.preset}")
+    table = probe.summary("sensitivity")
+    k1 = probe.manifest()["probe_batches"]
+    t0 = time.perf_counter()
+    oracle = oracle_table(cfg, tasks, args.steps, args.seeds)
+    oracle_seconds = time.perf_counter() - t0
+    mean_oracle = oracle.groupby(["task", "tower", "layer"], sort=False)["gain"].mean()
+    mean_oracle = mean_oracle.reset_index()
+    per_task, pooled = proxy_vs_oracle(table[table.task.isin(tasks)], mean_oracle, k1)
+    ceiling = oracle_ceiling(oracle)
+
+    diversity = {}
+    oracle_prof = mean_oracle.rename(columns={"gain": "score"})
+    for name, prof in (("proxy grad_norm", layer_profiles(table, "grad_norm", k1)),
+                       ("oracle", oracle_prof)):
+        prof = prof[prof.task.isin(tasks)]
+        diversity[name] = {t: round(mean_offdiagonal(task_correlations(prof, t, tasks)), 3)
+                           for t in TOWERS}
+
+    out = Path(args.out) if args.out else RESULTS_DIR / f"oracle-{args.preset}"
+    write_table(out / "tables" / "oracle.parquet", oracle)
+    write_table(out / "tables" / "proxy_vs_oracle.parquet", per_task)
+    write_table(out / "tables" / "proxy_vs_oracle_pooled.parquet", pooled)
+    write_table(out / "tables" / "oracle_ceiling.parquet", ceiling)
+    write_json(out / "manifest.json", {
+        "name": out.name, "kind": "oracle", "method": "oracle", "tasks": tasks,
+        "steps": args.steps, "seeds": args.seeds, "probe_batches": k1, "stages": {},
+        "config": to_dict(cfg), "status": "complete"})
+    result = {
+        "preset": args.preset, "tasks": tasks, "steps_per_layer": args.steps,
+        "seeds": args.seeds, "probe_batches": k1, "oracle_seconds": round(oracle_seconds, 1),
+        "spearman_proxy_vs_oracle": {
+            f"{r.tower}/{r.proxy}": f"{r['mean']:+.2f} +- {r['std']:.2f}"
+            for _, r in pooled.iterrows()},
+        "oracle_seed_agreement": {
+            t: round(float(ceiling[ceiling.tower == t].spearman.mean()), 3) for t in TOWERS}
+        if len(ceiling) else {},
+        "task_profile_mean_pairwise_spearman": diversity,
+        "oracle_vision_share_of_gain": {
+            t: round(float(d[d.tower == "vision"].gain.clip(lower=0).sum()
+                           / d.gain.clip(lower=0).sum()), 3)
+            for t, d in mean_oracle.groupby("task", sort=False)},
+        "oracle_best_layer": {
+            t: {tw: int(d[d.tower == tw].sort_values("gain").layer.iloc[-1]) for tw in TOWERS}
+            for t, d in mean_oracle.groupby("task", sort=False)},
+    }
+    res = Path(__file__).with_name("results")
+    res.mkdir(exist_ok=True)
+    (res / "proxy_oracle.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(pooled.round(3).to_string(index=False))
+    np.set_printoptions(precision=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

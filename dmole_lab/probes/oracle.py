@@ -1,0 +1,72 @@
+"""Oracle layer importance: what training one layer alone actually buys on a task.
+
+For each layer of each tower, a LoRA on that layer's candidate modules alone is trained from the
+base model for a fixed small number of steps, and the reduction of the held-out loss is the
+layer's oracle gain. The proxy is right to the extent that it ranks layers like these gains
+(Spearman, :func:`dmole_lab.profiles.proxy_vs_oracle`). Costs one short training run per layer,
+so it is a benchmark (benchmarks/bench_proxy_oracle.py), not something a method runs.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..anatomy import Anatomy, anatomy_of
+from ..config import TrainConfig
+from ..encode import Encoded, placement, to_device, train_batch
+from ..seeding import seed_everything
+from ..training import train_stage
+
+
+@torch.no_grad()
+def held_out_loss(model: torch.nn.Module, data: Encoded, batch_size: int = 32) -> float:
+    """Mean next-token loss over answer tokens of ``data`` (token-weighted over batches)."""
+    device, dtype = placement(model)
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        idx = list(range(start, min(start + batch_size, len(data))))
+        batch = to_device(train_batch(data, idx), device, dtype)
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(model(**batch).loss) * n
+        tokens += n
+    model.train(was_training)
+    return total / tokens
+
+
+def oracle_gains(model: torch.nn.Module, train: Encoded, held_out: Encoded,
+                 train_cfg: TrainConfig, r: int = 4, alpha: float = 8.0,
+                 layers: list[tuple[str, int]] | None = None, seed: int = 0,
+                 anatomy: Anatomy | None = None, progress: bool = False) -> pd.DataFrame:
+    """Held-out loss reduction from a LoRA on each single layer (tower, layer) of ``model``.
+
+    Every layer gets the same data order, steps and learning rate (``train_cfg``), starting
+    from the same base weights (the LoRA is removed, not merged, after each layer). Returns
+    tower, layer, loss_before, loss_after, gain (= before - after).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    anatomy = anatomy or anatomy_of(model)
+    if layers is None:
+        layers = [(t, i) for t in ("vision", "llm") for i in range(anatomy.n_layers(t))]
+    before = held_out_loss(model, held_out)
+    rows = []
+    for tower, layer in tqdm(layers, desc="oracle layers", disable=not progress, leave=False):
+        targets = [m.path for m in anatomy.candidates(tower) if m.layer == layer]
+        if not targets:
+            raise ValueError(f"{tower} layer {layer} has no candidate module")
+        seed_everything(seed)
+        peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0,
+                                                      target_modules=targets))
+        params = [p for p in peft_model.parameters() if p.requires_grad]
+        train_stage(peft_model, train, params, train_cfg, seed, progress=False)
+        after = held_out_loss(peft_model, held_out)
+        model = peft_model.unload()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        rows.append({"tower": tower, "layer": layer, "loss_before": before,
+                     "loss_after": after, "gain": before - after})
+    return pd.DataFrame(rows)
