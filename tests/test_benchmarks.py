@@ -1,0 +1,45 @@
+"""Smoke versions of the offline benchmarks (micro model, one or two steps): they run end to end
+and write the figures they report."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, argv: list[str], monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(BENCH / script), run_name="__main__")
+    assert done.value.code == 0
+
+
+def _overrides(smoke_overrides):
+    return [f"--{k}={v}" for k, v in smoke_overrides.items()] + ["--probe.sweep=1,2"]
+
+
+def test_bench_proxy_oracle_smoke(smoke_overrides, tmp_path, monkeypatch):
+    out = tmp_path / "proxy_oracle.json"
+    _run("bench_proxy_oracle.py", ["--preset", "smoke", "--tasks", "caption,ocr", "--steps",
+                                   "2", "--seeds", "2", "--results-dir", str(tmp_path / "res"),
+                                   "--json", str(out), *_overrides(smoke_overrides)],
+         monkeypatch)
+    result = json.loads(out.read_text())
+    assert set(result["spearman_proxy_vs_oracle"]) >= {"vision/grad_norm", "llm/fisher"}
+    oracle = pd.read_parquet(tmp_path / "res" / "oracle-smoke" / "tables" / "oracle.parquet")
+    assert len(oracle) == 2 * 2 * (2 + 2)  # tasks x seeds x (vision + llm layers)
+    assert (tmp_path / "res" / "probe-smoke" / "tables" / "sensitivity.parquet").is_file()
+
+
+def test_bench_recorders_smoke(smoke_overrides, tmp_path, monkeypatch):
+    out = tmp_path / "recorders.json"
+    _run("bench_recorders.py", ["--preset", "smoke", "--rounds", "2", "--steps", "2",
+                                "--json", str(out), *_overrides(smoke_overrides)], monkeypatch)
+    result = json.loads(out.read_text())
+    assert result["rows_per_step"] == 4  # grad_norm and rel_update for vision and llm
+    assert 0 < result["hook_share_of_step_pct"] < 100
