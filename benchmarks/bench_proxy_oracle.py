@@ -10,8 +10,8 @@ Usage: python benchmarks/bench_proxy_oracle.py [--tasks a,b] [--steps 40] [--see
 3. Reports Spearman(proxy per-layer score, oracle gain) per task, tower and proxy, and the
    diversity of the tasks' per-layer profiles (pairwise Spearman) under the proxy and the oracle.
 
-Writes results/oracle-<preset>/{manifest.json,tables/*.parquet} (read by notebook 01) and
-benchmarks/results/proxy_oracle.json.
+Writes results/oracle-<preset>/{manifest.json,tables/*.parquet} (read by notebook 01), ships
+the probe to results/probe-<preset>, and writes benchmarks/results/proxy_oracle.json.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
@@ -36,6 +35,7 @@ from dmole_lab.profiles import (
     mean_offdiagonal,
     proxy_vs_oracle,
     task_correlations,
+    vision_share,
 )
 from dmole_lab.results import RESULTS_DIR, ship
 from dmole_lab.store import write_json, write_table
@@ -81,13 +81,16 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=None, help="comma-separated (default: the whole stream)")
     p.add_argument("--steps", type=int, default=40, help="LoRA steps per layer")
     p.add_argument("--seeds", type=int, default=2, help="oracle seeds per task")
-    p.add_argument("--out", default=None, help="results folder (default results/oracle-PRESET)")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR),
+                   help="where probe-PRESET and oracle-PRESET are shipped")
+    p.add_argument("--json", default=str(Path(__file__).with_name("results")
+                                          / "proxy_oracle.json"))
     args, rest = p.parse_known_args(argv)
     cfg = build_config(args.preset, parse_cli_overrides(rest))
     tasks = args.tasks.split(",") if args.tasks else list(cfg.stream.tasks)
 
     probe = probe_stream(cfg, progress=False)
-    ship(probe, f"probe-{args.preset}")
+    ship(probe, f"probe-{args.preset}", Path(args.results_dir))
     table = probe.summary("sensitivity")
     k1 = probe.manifest()["probe_batches"]
     t0 = time.perf_counter()
@@ -106,7 +109,9 @@ def main(argv=None) -> int:
         diversity[name] = {t: round(mean_offdiagonal(task_correlations(prof, t, tasks)), 3)
                            for t in TOWERS}
 
-    out = Path(args.out) if args.out else RESULTS_DIR / f"oracle-{args.preset}"
+    proxy_share = vision_share(layer_profiles(table, "grad_norm", k1))
+    oracle_share = vision_share(oracle_prof)
+    out = Path(args.results_dir) / f"oracle-{args.preset}"
     write_table(out / "tables" / "oracle.parquet", oracle)
     write_table(out / "tables" / "proxy_vs_oracle.parquet", per_task)
     write_table(out / "tables" / "proxy_vs_oracle_pooled.parquet", pooled)
@@ -125,20 +130,18 @@ def main(argv=None) -> int:
             t: round(float(ceiling[ceiling.tower == t].spearman.mean()), 3) for t in TOWERS}
         if len(ceiling) else {},
         "task_profile_mean_pairwise_spearman": diversity,
-        "oracle_vision_share_of_gain": {
-            t: round(float(d[d.tower == "vision"].gain.clip(lower=0).sum()
-                           / d.gain.clip(lower=0).sum()), 3)
-            for t, d in mean_oracle.groupby("task", sort=False)},
+        "vision_share": {"proxy grad_norm (rho_V)": proxy_share.round(3).to_dict(),
+                         "oracle": oracle_share.round(3).to_dict()},
+        "vision_share_spearman_over_tasks": round(float(
+            spearmanr(proxy_share[tasks], oracle_share[tasks]).statistic), 3),
         "oracle_best_layer": {
             t: {tw: int(d[d.tower == tw].sort_values("gain").layer.iloc[-1]) for tw in TOWERS}
             for t, d in mean_oracle.groupby("task", sort=False)},
     }
-    res = Path(__file__).with_name("results")
-    res.mkdir(exist_ok=True)
-    (res / "proxy_oracle.json").write_text(json.dumps(result, indent=2))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     print(pooled.round(3).to_string(index=False))
-    np.set_printoptions(precision=2)
     return 0
 
 

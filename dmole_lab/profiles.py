@@ -78,6 +78,17 @@ def tower_split(table: pd.DataFrame, proxy: str = "grad_norm",
     return out.reset_index()
 
 
+def vision_share(profiles: pd.DataFrame) -> pd.Series:
+    """Per task, the vision tower's share of the (non-negative part of the) per-layer scores.
+
+    For proxy profiles this is rho_V of :func:`tower_split`; for oracle gains (``gain`` renamed
+    ``score``) it says how much of what single layers can buy lies in the vision tower.
+    """
+    pos = profiles.assign(score=profiles["score"].clip(lower=0))
+    by = pos.groupby(["task", "tower"], sort=False)["score"].sum().unstack("tower")
+    return (by["vision"] / by[list(TOWERS)].sum(axis=1)).rename("vision_share")
+
+
 def task_correlations(profiles: pd.DataFrame, tower: str,
                       tasks: list[str] | None = None) -> pd.DataFrame:
     """Spearman rank correlation between tasks' per-layer profiles of one tower (tasks x tasks).

@@ -14,6 +14,7 @@ from dmole_lab.profiles import (
     proxy_vs_oracle,
     task_correlations,
     tower_split,
+    vision_share,
 )
 
 # Per-layer scores of three tasks; each layer has two modules that share the layer's score.
@@ -122,3 +123,13 @@ def test_tower_dynamics_lays_stages_end_to_end_and_plots_the_ratio():
     plots.close(fig)
     with pytest.raises(ValueError, match="no 'rel_update' rows; available: \\['grad_norm'\\]"):
         plots.tower_dynamics(pd.DataFrame(rows), "rel_update")
+
+
+def test_vision_share_matches_rho_v_and_ignores_negative_gains():
+    table = _table()
+    share = vision_share(layer_profiles(table, "grad_norm", batches=1))
+    split = tower_split(table, "grad_norm", batches=1).set_index("task")["rho_V"]
+    np.testing.assert_allclose(share[split.index], split)
+    gains = pd.DataFrame({"task": "t", "tower": ["vision", "vision", "llm"], "layer": [0, 1, 0],
+                          "score": [1.0, -5.0, 3.0]})
+    assert vision_share(gains)["t"] == pytest.approx(0.25)

@@ -9,6 +9,8 @@ so it is a benchmark (benchmarks/bench_proxy_oracle.py), not something a method 
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -59,8 +61,10 @@ def oracle_gains(model: torch.nn.Module, train: Encoded, held_out: Encoded,
         if not targets:
             raise ValueError(f"{tower} layer {layer} has no candidate module")
         seed_everything(seed)
-        peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0,
-                                                      target_modules=targets))
+        with warnings.catch_warnings():  # peft asks a deprecated transformers property
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            peft_model = get_peft_model(model, LoraConfig(
+                r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets))
         params = [p for p in peft_model.parameters() if p.requires_grad]
         train_stage(peft_model, train, params, train_cfg, seed, progress=False)
         after = held_out_loss(peft_model, held_out)
