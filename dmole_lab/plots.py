@@ -111,6 +111,33 @@ def sensitivity_heatmaps(profiles: pd.DataFrame, tasks: list[str] | None = None,
     return fig
 
 
+def layer_profile_bars(profiles: pd.DataFrame, task: str, normalisation: str = "minmax",
+                       ax=None, title: str | None = None):
+    """One task's per-layer sensitivity as bars, one panel per tower (a row of Figure 1).
+
+    ``profiles``: task, tower, layer, score (see :func:`sensitivity_heatmaps`); ``ax``: a pair
+    of axes (vision, llm) or None.
+    """
+    from .profiles import TOWERS, normalise
+
+    if task not in set(profiles["task"]):
+        raise ValueError(f"task {task!r} is not in the table; available: "
+                         f"{list(dict.fromkeys(profiles['task']))}")
+    norm = normalise(profiles, normalisation)
+    fig, axes = _pair(ax, (10, 2.8))
+    for a, tower in zip(axes, TOWERS):
+        d = norm[(norm["task"] == task) & (norm["tower"] == tower)].sort_values("layer")
+        a.bar(d["layer"], d["score"], color="tab:blue" if tower == "vision" else "tab:orange")
+        a.set_xticks(d["layer"])
+        a.set_xlabel(f"{tower} layer (0 = input side)")
+        a.set_ylabel(f"sensitivity ({normalisation})")
+        a.set_title("vision encoder" if tower == "vision" else "LLM")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
                    title: str | None = None, smooth: int = 5):
     """Figure 2 (method.md section 5): per-tower magnitude vs step (top) and their ratio.
@@ -139,6 +166,8 @@ def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
     axes[0].legend(fontsize=8)
     ratio = wide["llm"] / wide["vision"]
     axes[1].plot(ratio.index, ratio, color="black", lw=1)
+    axes[1].axhline(1, color="grey", lw=0.5, ls="--")  # balanced towers
+    axes[1].set_yscale("log")
     axes[1].set_ylabel("LLM / vision")
     axes[1].set_xlabel("training step")
     if "stage" in d:

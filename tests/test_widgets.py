@@ -1,0 +1,53 @@
+"""Notebook explorers: setting a control's value redraws the right figure."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmole_lab.widgets import ALL_TASKS, DynamicsExplorer, SensitivityExplorer
+from tests.test_profiles import _table
+
+
+def _heat_rows(fig):
+    return [a.images[0].get_array() for a in fig.axes if a.images]
+
+
+def test_sensitivity_explorer_follows_its_controls():
+    ex = SensitivityExplorer(_table(), tasks=["deep", "shallow", "also_shallow"])
+    assert ex.batches.value == 2 and ex.proxy.value == "grad_norm"
+    vision = _heat_rows(ex.figure)[0]
+    np.testing.assert_allclose(vision[0], [0, 1 / 7, 3 / 7, 1])  # "deep", min-max
+    ex.normalisation.value = "rank"
+    np.testing.assert_allclose(_heat_rows(ex.figure)[0][0], [1, 2, 3, 4])
+    ex.proxy.value = "snip"  # scores 10 - s: the ranking flips
+    np.testing.assert_allclose(_heat_rows(ex.figure)[0][0], [4, 3, 2, 1])
+    assert "snip, 2 batches" in ex.figure._suptitle.get_text()
+    ex.batches.value = 1
+    assert "snip, 1 batches" in ex.figure._suptitle.get_text()
+    ex.proxy.value, ex.normalisation.value = "grad_norm", "none"
+    ex.task.value = "shallow"
+    bars = [p.get_height() for p in ex.figure.axes[0].patches]
+    assert bars == [8, 4, 2, 1]  # batches = 1: two modules of s / 2 each
+    assert "rho_V = 0.600" in ex.figure._suptitle.get_text()
+
+
+def test_dynamics_explorer_filters_stages_and_switches_quantity():
+    rows = [{"stage": s, "task": f"t{s}", "step": k, "tower": tower, "quantity": q,
+             "value": (3.0 if tower == "llm" else 1.0) * (10 if q == "rel_update" else 1)}
+            for s in (1, 2) for k in range(4) for tower in ("vision", "llm")
+            for q in ("grad_norm", "rel_update")]
+    ex = DynamicsExplorer(pd.DataFrame(rows), smooth=1)
+    assert len(ex.figure.axes[0].lines[0].get_xdata()) == 8
+    ex.task.value = "t2"
+    assert len(ex.figure.axes[0].lines[0].get_xdata()) == 4
+    ex.quantity.value = "rel_update"
+    np.testing.assert_allclose(ex.figure.axes[0].lines[0].get_ydata(), 10.0)
+    assert ex.task.options[0] == ALL_TASKS
+
+
+def test_unknown_task_is_a_clear_error():
+    from dmole_lab import plots
+    from dmole_lab.profiles import layer_profiles
+
+    with pytest.raises(ValueError, match="task 'nope' is not in the table; available"):
+        plots.layer_profile_bars(layer_profiles(_table()), "nope")
