@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test pretrain bench lint clean
+.PHONY: demo test pretrain bench lint notebooks lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ pretrain: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_demo.py
 
+notebooks: $(STAMP)  # write each notebooks/*.ipynb from its reviewed .py source
+	$(VENV)/bin/jupytext --quiet --sync notebooks/[0-9]*.py
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check dmole_lab tests benchmarks
+	$(VENV)/bin/ruff check dmole_lab tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) runs

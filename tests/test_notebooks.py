@@ -1,0 +1,41 @@
+"""Every notebook is in sync with its jupytext pair and runs top to bottom in smoke mode."""
+
+from pathlib import Path
+
+import jupytext
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.py"))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_pair_is_in_sync(path):
+    ipynb = path.with_suffix(".ipynb")
+    assert ipynb.is_file(), f"{ipynb.name} missing: run `make notebooks`"
+    assert _cells(jupytext.read(path)) == _cells(jupytext.read(ipynb)), (
+        f"{ipynb.name} differs from {path.name}: run `make notebooks`")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_smoke_mode(path, monkeypatch):
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("DMOLE_SMOKE", "1")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    nb = jupytext.read(path)
+    assert "parameters" in nb.cells[[c.cell_type for c in nb.cells].index("code")].metadata.get(
+        "tags", []), "the first code cell must be tagged `parameters`"
+    assert any("## Summary" in c.source for c in nb.cells)
+    assert any("## Exercises" in c.source for c in nb.cells)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.output_type == "error"]
+    assert not errors
+    images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+                 for o in c.get("outputs", []))
+    assert images >= 3, "a walkthrough draws its figures"
