@@ -43,3 +43,19 @@ def test_smolvlm_idefics3_map_resolves_on_a_tiny_instance():
     an = anatomy_of(_tiny_idefics3())
     assert an.n_layers("vision") == 2 and an.n_layers("llm") == 3
     assert len(an.candidates("llm")) == 3 * 4
+
+
+def test_record_works_on_another_architecture():
+    import torch
+
+    from dmole_lab.probes import record
+
+    model = _tiny_idefics3().eval()
+    with record(model, modules=["llm.2.mlp.down", "vision.0.attn.q"],
+                layers=[("vision", 1), ("llm", 0)]) as cache, torch.no_grad():
+        model.model.vision_model(pixel_values=torch.randn(2, 3, 32, 32))
+        model(input_ids=torch.randint(0, 128, (2, 5)))
+    assert cache["vision", 1].shape == (2, 4, 32)  # (batch, patches, hidden)
+    assert cache["llm", 0].shape == (2, 5, 32)
+    assert cache["llm.2.mlp.down"].shape == (2, 5, 32)
+    assert cache["vision.0.attn.q"].shape == (2, 4, 32)
