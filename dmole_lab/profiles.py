@@ -143,3 +143,16 @@ def proxy_vs_oracle(table: pd.DataFrame, oracle: pd.DataFrame,
     pooled = (out.groupby(["tower", "proxy"], sort=False)["spearman"]
               .agg(["mean", "std", "count"]).reset_index())
     return out, pooled
+
+
+def tower_ratio(dynamics: pd.DataFrame, quantity: str = "grad_norm") -> pd.DataFrame:
+    """Per task, the LLM / vision ratio of a recorded quantity over its stage's steps.
+
+    ``dynamics``: the recorders' table (stage, task, step, tower, quantity, value). Returns
+    task, median, min, max and last (the ratio at the stage's last recorded step).
+    """
+    d = _pick(dynamics, "quantity", quantity)
+    wide = d.pivot_table(index=["stage", "task", "step"], columns="tower", values="value")
+    ratio = (wide["llm"] / wide["vision"]).rename("ratio").reset_index()
+    g = ratio.groupby(["stage", "task"], sort=True)["ratio"]
+    return g.agg(["median", "min", "max", "last"]).reset_index("stage", drop=True).reset_index()

@@ -53,6 +53,7 @@ from dmole_lab.profiles import (
     layer_profiles,
     mean_offdiagonal,
     task_correlations,
+    tower_ratio,
     tower_split,
     vision_share,
 )
@@ -168,6 +169,13 @@ plots.tower_dynamics(dynamics, "grad_norm", title="gradient norm per tower");
 
 # %%
 plots.tower_dynamics(dynamics, "rel_update", title="relative update ||dW|| / ||W0|| per tower");
+
+# %% [markdown]
+# The LLM / vision ratio per task (median over the stage's steps, and at its last step):
+
+# %%
+pd.concat({q: tower_ratio(dynamics, q).set_index("task")[["median", "last"]]
+           for q in ("grad_norm", "rel_update")}, axis=1)
 
 # %% [markdown]
 # **What to see** (shipped run). The LLM's gradient norm is above the vision tower's at almost

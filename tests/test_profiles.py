@@ -13,6 +13,7 @@ from dmole_lab.profiles import (
     profile_matrix,
     proxy_vs_oracle,
     task_correlations,
+    tower_ratio,
     tower_split,
     vision_share,
 )
@@ -133,3 +134,13 @@ def test_vision_share_matches_rho_v_and_ignores_negative_gains():
     gains = pd.DataFrame({"task": "t", "tower": ["vision", "vision", "llm"], "layer": [0, 1, 0],
                           "score": [1.0, -5.0, 3.0]})
     assert vision_share(gains)["t"] == pytest.approx(0.25)
+
+
+def test_tower_ratio_per_task():
+    rows = [{"stage": s, "task": f"t{s}", "step": k, "tower": tower, "quantity": "grad_norm",
+             "value": float(k + 1) * (s if tower == "llm" else 1.0)}
+            for s in (1, 3) for k in range(3) for tower in ("vision", "llm")]
+    r = tower_ratio(pd.DataFrame(rows)).set_index("task")
+    assert r.loc["t3", "median"] == 3 and r.loc["t1", "max"] == 1 and r.loc["t3", "last"] == 3
+    with pytest.raises(ValueError, match="quantity 'rel_update' is not in the table"):
+        tower_ratio(pd.DataFrame(rows), "rel_update")
