@@ -1,0 +1,191 @@
+"""D-MoLE's inter-modal curriculum and dynamic layer-wise expert allocator (method.md section 2).
+
+Pure and torch-free: (per-module sensitivity of task t, budget fraction, vision floor,
+curriculum mode, history) -> which candidate modules of which tower get a new expert of task t.
+Fast enough to recompute live in a notebook widget.
+
+Input: a per-module score table with columns tower, layer, module (alias), score, e.g. one
+task's rows of the probe's sensitivity table at K+1 batches for the ``grad_norm`` proxy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+TOWERS = ("vision", "llm")
+#: Budget split between towers (method.md section 2 step 2).
+CURRICULA = {
+    "current": "released code: k_V = max(floor(floor * B), round(B * rho_V)) from task t alone",
+    "continual": "our extension: split by each tower's difficulty relative to its history, "
+                 "d = S(t) / mean of S over earlier tasks (first task: as 'current')",
+    "none": "ablation v3: split in proportion to the towers' numbers of candidate modules",
+}
+#: Which towers may get experts (ablations v1 = llm only, v2 = vision only).
+TOWER_CHOICES = ("both", "llm", "vision")
+#: How modules are chosen within a tower (ablation v4 = uniform).
+ALLOCATORS = {
+    "dynamic": "top-k modules of the tower by sensitivity",
+    "uniform": "ablation v4: the same k spread evenly over the tower's layers",
+}
+#: The paper's ablations as switch settings (method.md section 2, "Ablations").
+ABLATIONS = {
+    "v1": {"towers": "llm"},
+    "v2": {"towers": "vision"},
+    "v3": {"curriculum": "none"},
+    "v4": {"allocator": "uniform"},
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """How task t's expert budget is split between the towers."""
+
+    budget: int
+    k_vision: int
+    k_llm: int
+    s_vision: float
+    s_llm: float
+    rho_vision: float  # the share the curriculum computed before the floor was applied
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Task t's new experts: the chosen module aliases per tower, and how the split was made."""
+
+    task: str
+    split: Split
+    modules: dict[str, list[str]] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        """Tidy rows: task, tower, layer, module (one per new expert)."""
+        rows = [{"task": self.task, "tower": t, "layer": int(m.split(".")[1]), "module": m}
+                for t in TOWERS for m in self.modules.get(t, [])]
+        return pd.DataFrame(rows, columns=["task", "tower", "layer", "module"])
+
+
+def _check(name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+
+
+def budget(n_candidates: int, fraction: float) -> int:
+    """B = round(fraction x number of candidate modules), at least 1 (method.md section 2)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"budget fraction must be in (0, 1], got {fraction}")
+    return max(1, round(fraction * n_candidates))
+
+
+def split_budget(s_vision: float, s_llm: float, n_vision: int, n_llm: int, fraction: float = 0.5,
+                 vision_floor: float = 0.25, curriculum: str = "current",
+                 history: list[tuple[float, float]] | None = None,
+                 towers: str = "both") -> Split:
+    """Split the budget between towers (method.md section 2 step 2).
+
+    ``s_vision``/``s_llm``: the task's summed sensitivity per tower; ``n_vision``/``n_llm``:
+    candidate modules per tower; ``history``: (S_V, S_L) of earlier tasks (for "continual").
+    """
+    _check("curriculum", curriculum, CURRICULA)
+    _check("towers", towers, TOWER_CHOICES)
+    if not 0 <= vision_floor <= 1:
+        raise ValueError(f"vision floor must be in [0, 1], got {vision_floor}")
+    B = budget(n_vision + n_llm, fraction)
+    if curriculum == "none":
+        rho = n_vision / (n_vision + n_llm)
+    elif curriculum == "continual" and history:
+        d_v = s_vision / max(np.mean([h[0] for h in history]), 1e-12)
+        d_l = s_llm / max(np.mean([h[1] for h in history]), 1e-12)
+        rho = d_v / (d_v + d_l)
+    else:
+        rho = s_vision / (s_vision + s_llm) if s_vision + s_llm > 0 else 0.5
+    if towers == "llm":
+        k_v = 0
+    elif towers == "vision":
+        k_v = B
+    else:
+        floor_k = int(np.floor(vision_floor * B)) if curriculum != "none" else 0
+        k_v = max(floor_k, round(B * rho))
+    k_v = min(k_v, n_vision, B)
+    k_l = min(B - k_v, n_llm)
+    return Split(B, k_v, k_l, float(s_vision), float(s_llm), float(rho))
+
+
+def _tie_key(seed: int, alias: str) -> int:
+    """A seeded, platform-independent tie-breaker for equal scores."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{alias}".encode()).digest()[:8], "big")
+
+
+def _top_k(scores: pd.DataFrame, k: int, seed: int) -> list[str]:
+    keyed = scores.assign(_tie=[_tie_key(seed, a) for a in scores["module"]])
+    return keyed.sort_values(["score", "_tie"], ascending=[False, True])["module"].head(k).tolist()
+
+
+def _uniform(scores: pd.DataFrame, k: int) -> list[str]:
+    """k modules spread evenly over the layers: layer counts differ by at most one, the extra
+    ones on evenly spaced layers; within a layer, modules in anatomy order."""
+    layers = sorted(set(scores["layer"]))
+    per = {layer: k // len(layers) for layer in layers}
+    extra = k % len(layers)
+    if extra:
+        for i in np.linspace(0, len(layers) - 1, extra).round().astype(int):
+            per[layers[i]] += 1
+    out = []
+    for layer in layers:
+        mods = scores[scores["layer"] == layer]["module"].tolist()
+        out += mods[: per[layer]]
+    return out
+
+
+def allocate(scores: pd.DataFrame, task: str, fraction: float = 0.5, vision_floor: float = 0.25,
+             curriculum: str = "current", history: list[tuple[float, float]] | None = None,
+             towers: str = "both", allocator: str = "dynamic", seed: int = 0) -> Allocation:
+    """Task ``task``'s new experts from its per-module ``scores`` (method.md section 2 steps 2-3).
+
+    ``scores``: tower, layer, module, score for every candidate module of both towers.
+    Ties in score are broken by a hash of (seed, alias), so the result is deterministic.
+    """
+    _check("allocator", allocator, ALLOCATORS)
+    missing = {"tower", "layer", "module", "score"} - set(scores.columns)
+    if missing:
+        raise ValueError(f"score table lacks columns {sorted(missing)}")
+    per = {t: scores[scores["tower"] == t] for t in TOWERS}
+    split = split_budget(float(per["vision"]["score"].sum()), float(per["llm"]["score"].sum()),
+                         len(per["vision"]), len(per["llm"]), fraction, vision_floor,
+                         curriculum, history, towers)
+    ks = {"vision": split.k_vision, "llm": split.k_llm}
+    pick = (lambda d, k: _top_k(d, k, seed)) if allocator == "dynamic" else _uniform
+    return Allocation(task, split, {t: pick(per[t], ks[t]) for t in TOWERS})
+
+
+def module_scores(table: pd.DataFrame, task: str, proxy: str = "grad_norm",
+                  batches: int | None = None) -> pd.DataFrame:
+    """One task's per-module scores (tower, layer, module, score) from a sensitivity table."""
+    t = table[(table["task"] == task) & (table["proxy"] == proxy)] if "task" in table else \
+        table[table["proxy"] == proxy]
+    if t.empty:
+        raise ValueError(f"no {proxy!r} scores for task {task!r} in the table")
+    b = int(t["batches"].max()) if batches is None else batches
+    return t[t["batches"] == b][["tower", "layer", "module", "score"]].reset_index(drop=True)
+
+
+def allocate_stream(table: pd.DataFrame, tasks: list[str], batches: int | None = None,
+                    proxy: str = "grad_norm", **kwargs) -> list[Allocation]:
+    """Allocations of every task in order, carrying the curriculum history along."""
+    history: list[tuple[float, float]] = []
+    out = []
+    for task in tasks:
+        a = allocate(module_scores(table, task, proxy, batches), task, history=list(history),
+                     **kwargs)
+        history.append((a.split.s_vision, a.split.s_llm))
+        out.append(a)
+    return out
+
+
+def allocation_table(allocations: list[Allocation]) -> pd.DataFrame:
+    """Tidy table of many allocations: stage, task, tower, layer, module."""
+    df = pd.concat([a.table() for a in allocations], ignore_index=True)
+    df["stage"] = df["task"].map({a.task: i for i, a in enumerate(allocations, 1)})
+    return df

@@ -1,0 +1,94 @@
+"""The curriculum split and the allocator on hand-made score tables (torch-free)."""
+
+import pandas as pd
+import pytest
+
+from dmole_lab.allocation import (
+    ABLATIONS,
+    allocate,
+    allocate_stream,
+    allocation_table,
+    budget,
+    split_budget,
+)
+
+
+def _scores(vision, llm):
+    """Per-module scores; each list holds one score per layer, two modules (q, v) per layer."""
+    rows = []
+    for tower, per_layer in (("vision", vision), ("llm", llm)):
+        for layer, s in enumerate(per_layer):
+            for kind, f in (("attn.q", 1.0), ("attn.v", 0.5)):
+                rows.append({"tower": tower, "layer": layer, "module": f"{tower}.{layer}.{kind}",
+                             "score": s * f})
+    return pd.DataFrame(rows)
+
+
+def test_budget_is_a_rounded_fraction_of_the_candidates():
+    assert budget(48, 0.5) == 24 and budget(3, 0.1) == 1
+    with pytest.raises(ValueError, match="budget fraction must be in \\(0, 1\\], got 1.5"):
+        budget(48, 1.5)
+
+
+def test_released_split_uses_the_vision_floor():
+    s = split_budget(1.0, 9.0, 24, 24)  # rho_V = 0.1 -> round(2.4) = 2 < floor(0.25 * 24) = 6
+    assert (s.budget, s.k_vision, s.k_llm) == (24, 6, 18) and s.rho_vision == pytest.approx(0.1)
+    s = split_budget(3.0, 1.0, 24, 24)  # rho_V = 0.75 -> 18
+    assert (s.k_vision, s.k_llm) == (18, 6)
+    s = split_budget(1.0, 9.0, 24, 24, vision_floor=0.0)
+    assert s.k_vision == 2
+
+
+def test_continual_curriculum_weighs_each_tower_against_its_history():
+    # the vision score doubled against its history while the LLM's stayed: vision is "harder"
+    s = split_budget(2.0, 9.0, 24, 24, curriculum="continual", history=[(1.0, 9.0)])
+    assert s.rho_vision == pytest.approx(2 / 3) and s.k_vision == 16
+    first = split_budget(2.0, 9.0, 24, 24, curriculum="continual")  # no history: as released
+    assert first == split_budget(2.0, 9.0, 24, 24)
+
+
+def test_ablation_switches():
+    assert split_budget(1, 9, 24, 24, towers="llm").k_vision == 0
+    assert split_budget(1, 9, 24, 24, towers="vision").k_llm == 0
+    assert split_budget(1, 9, 8, 24, curriculum="none").k_vision == 4  # 16 * 8 / 32
+    assert set(ABLATIONS) == {"v1", "v2", "v3", "v4"}
+    with pytest.raises(ValueError, match="unknown curriculum 'magic'; allowed: current"):
+        split_budget(1, 1, 2, 2, curriculum="magic")
+
+
+def test_dynamic_allocator_takes_the_top_modules_per_tower():
+    scores = _scores(vision=[1, 4, 2, 3], llm=[8, 1, 1, 9])
+    a = allocate(scores, "t", fraction=0.25, vision_floor=0.5)  # B = 4, k_V = 2, k_L = 2
+    assert a.modules == {"vision": ["vision.1.attn.q", "vision.3.attn.q"],
+                         "llm": ["llm.3.attn.q", "llm.0.attn.q"]}
+    assert list(a.table().layer) == [1, 3, 3, 0]
+
+
+def test_ties_are_broken_by_the_seed_deterministically():
+    scores = _scores(vision=[1, 1, 1, 1], llm=[1, 1, 1, 1])
+    picks = {s: tuple(allocate(scores, "t", 0.25, seed=s).modules["llm"]) for s in range(6)}
+    assert picks[0] == tuple(allocate(scores, "t", 0.25, seed=0).modules["llm"])
+    assert len(set(picks.values())) > 1  # another seed, another tie-break
+
+
+def test_uniform_allocator_spreads_over_layers():
+    scores = _scores(vision=[9, 0, 0, 0], llm=[9, 9, 0, 0])
+    a = allocate(scores, "t", fraction=0.5, vision_floor=0.5, allocator="uniform")  # k = 4, 4
+    assert sorted(int(m.split(".")[1]) for m in a.modules["llm"]) == [0, 1, 2, 3]
+    a = allocate(scores, "t", fraction=0.375, vision_floor=0.0, allocator="uniform")  # B=6
+    layers = [int(m.split(".")[1]) for m in a.modules["llm"]]
+    assert max(layers.count(i) for i in range(4)) - min(layers.count(i) for i in range(4)) <= 1
+
+
+def test_allocate_stream_carries_history_and_tabulates():
+    rows = []
+    for task, (v, lm) in {"a": ([1, 1], [4, 4]), "b": ([4, 4], [4, 4])}.items():
+        d = _scores(v, lm).assign(task=task, proxy="grad_norm", batches=2)
+        rows.append(d)
+    table = pd.concat(rows)
+    allocs = allocate_stream(table, ["a", "b"], fraction=0.5, vision_floor=0.0,
+                             curriculum="continual")
+    assert allocs[1].split.rho_vision == pytest.approx(0.8)  # vision 4x its history, LLM 1x
+    t = allocation_table(allocs)
+    assert list(t.columns) == ["task", "tower", "layer", "module", "stage"]
+    assert set(t.stage) == {1, 2}
