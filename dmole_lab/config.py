@@ -145,6 +145,30 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class DMoleConfig:
+    """D-MoLE's experts, curriculum, allocator and router (method.md section 2)."""
+
+    r: int = field(default=8, metadata=_help("rank of every expert"))
+    alpha: float = field(default=16.0, metadata=_help("expert scaling numerator (alpha / r)"))
+    dropout: float = field(default=0.05, metadata=_help("dropout on an expert's input"))
+    budget: float = field(default=0.5, metadata=_help("experts per task / candidate modules"))
+    vision_floor: float = field(default=0.25, metadata=_help("least vision share of budget"))
+    curriculum: str = field(default="current", metadata=_help(
+        "budget split: current (released), continual (extension), none (ablation v3)"))
+    towers: str = field(default="both", metadata=_help(
+        "towers given experts: both, llm (ablation v1), vision (ablation v2)"))
+    allocator: str = field(default="dynamic", metadata=_help(
+        "dynamic (top-k by sensitivity) or uniform (ablation v4)"))
+    proxy: str = field(default="grad_norm", metadata=_help("sensitivity proxy that allocates"))
+    router_hidden: int = field(default=128, metadata=_help("autoencoder hidden width"))
+    router_quantile: float = field(default=0.95, metadata=_help("threshold quantile"))
+    router_support: float = field(default=0.3, metadata=_help("least vote share to activate"))
+    router_epochs: int = field(default=200, metadata=_help("autoencoder epochs (early stop)"))
+    routing: str = field(default="batch", metadata=_help(
+        "inference routing: batch (released code) or sample"))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a continual run depends on; its hash names the run folder."""
 
@@ -157,6 +181,7 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    dmole: DMoleConfig = field(default_factory=DMoleConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 

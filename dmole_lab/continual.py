@@ -39,13 +39,18 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
     stream = build_stream(cfg.stream, progress=progress)
     anatomy = anatomy_of(model)
     method = make_method(cfg, anatomy)
+    method.artifacts = store.root
     wanted = stream.eval_sets() if cfg.eval.general else stream.test
     eval_sets = {name: encode(processor, samples) for name, samples in wanted.items()}
 
     def finish(stage: int, state=None, log=None, extra_info=None, extra_tables=None) -> None:
-        scores, preds = evaluate(model, processor, eval_sets, cfg.eval, stage, progress=progress)
+        scores, preds = evaluate(
+            model, processor, eval_sets, cfg.eval, stage, progress=progress,
+            before_batch=lambda name, idx: method.before_eval_batch(model, name,
+                                                                     eval_sets[name], idx))
         tables = {"scores": scores, "predictions": preds, **(extra_tables or {})}
-        info = dict(extra_info or {})
+        tables.update({k: v.assign(stage=stage) for k, v in method.after_eval(model).items()})
+        info = {**(extra_info or {}), **method.info()}
         if log is not None:
             tables["train_log"] = log.table().assign(stage=stage)
             info["train_seconds"] = log.seconds
@@ -69,7 +74,8 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
         if cfg.probe.record_training:
             recorders = (TowerDynamics(model, anatomy, cfg.probe.record_every),)
         log = train_stage(model, train_data, params, cfg.train, stage_seed(cfg.seed, t),
-                          extra_loss=method.extra_loss, callbacks=recorders + tuple(callbacks),
+                          extra_loss=method.extra_loss,
+                          callbacks=method.callbacks() + recorders + tuple(callbacks),
                           desc=f"stage {t}: {task}", progress=progress)
         model, state = method.end_task(model, t, task)
         extra = {"dynamics": recorders[0].table().assign(stage=t, task=task)} if recorders else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -16,14 +17,20 @@ from .tasks import task_spec
 
 
 @torch.no_grad()
-def generate(model, processor, data: Encoded, batch_size: int, max_new_tokens: int) -> list[str]:
-    """Greedy answers for every sample of ``data`` (decoded, special tokens dropped)."""
+def generate(model, processor, data: Encoded, batch_size: int, max_new_tokens: int,
+             before_batch: Callable[[np.ndarray], None] | None = None) -> list[str]:
+    """Greedy answers for every sample of ``data`` (decoded, special tokens dropped).
+
+    ``before_batch(idx)`` runs before each batch is generated (a router picks experts there).
+    """
     device, dtype = placement(model)
     tok = processor.tokenizer
     model.eval()
     out: list[str] = []
     for start in range(0, len(data), batch_size):
         idx = np.arange(start, min(start + batch_size, len(data)))
+        if before_batch is not None:
+            before_batch(idx)
         batch = to_device(prompt_batch(data, idx), device, dtype)
         gen = model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False,
@@ -35,7 +42,9 @@ def generate(model, processor, data: Encoded, batch_size: int, max_new_tokens: i
 
 
 def evaluate(model, processor, sets: dict[str, Encoded], cfg: EvalConfig, stage: int,
-             progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+             progress: bool = True,
+             before_batch: Callable[[str, np.ndarray], None] | None = None,
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score ``model`` on every set; returns tidy (scores, predictions) tables for ``stage``.
 
     scores: stage, eval_task, metric, value (plus extra rows such as bleu4, with their own
@@ -46,8 +55,9 @@ def evaluate(model, processor, sets: dict[str, Encoded], cfg: EvalConfig, stage:
                            leave=False):
         spec = task_spec(name)
         t0 = time.perf_counter()
+        hook = (lambda idx, name=name: before_batch(name, idx)) if before_batch else None
         preds = generate(model, processor, data, cfg.batch_size,
-                         min(cfg.max_new_tokens, spec.max_new_tokens))
+                         min(cfg.max_new_tokens, spec.max_new_tokens), hook)
         refs = [s.answer for s in data.samples]
         value, per, extra = score(spec.metric, preds, refs, cider_scale=cfg.cider_scale)
         score_rows.append({"stage": stage, "eval_task": name, "metric": spec.metric,

@@ -32,6 +32,13 @@ import pandas as pd
 from .config import PROJECT_ROOT, RunConfig, config_hash, to_dict
 
 DEFAULT_EXCLUDE = ("runs_dir", "pretrain")
+#: Config sections read by one method only: they name that method's runs and no other's.
+METHOD_SECTIONS = {"dmole": "dmole"}
+
+
+def run_exclude(cfg: RunConfig) -> tuple[str, ...]:
+    """Sections that do not change a continual run of ``cfg.method`` (kept out of its hash)."""
+    return DEFAULT_EXCLUDE + tuple(s for m, s in METHOD_SECTIONS.items() if m != cfg.method)
 VERSIONED = ("dmole_lab", "torch", "transformers", "peft", "accelerate", "numpy", "pandas")
 
 
@@ -104,18 +111,20 @@ class RunStore:
     # -------------------------------------------------------------- creation and manifest
     @staticmethod
     def run_name(cfg: RunConfig, kind: str | None = None,
-                 exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> str:
+                 exclude: tuple[str, ...] | None = None) -> str:
         """Folder name of a run: its kind (default: the method) and config hash (seed included)."""
+        exclude = run_exclude(cfg) if exclude is None else exclude
         return f"{kind or cfg.method}-{config_hash(cfg, exclude)}"
 
     @classmethod
     def for_config(cls, cfg: RunConfig, runs_dir: Path, kind: str | None = None,
-                   exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> "RunStore":
+                   exclude: tuple[str, ...] | None = None) -> "RunStore":
         """Open the run folder of ``cfg`` under ``runs_dir``, writing its manifest if new.
 
         ``kind`` names runs that are not a method's continual run (``"probe"``); ``exclude``
         lists the config sections that do not affect such a run, so they stay out of its hash.
         """
+        exclude = run_exclude(cfg) if exclude is None else exclude
         store = cls(Path(runs_dir) / cls.run_name(cfg, kind, exclude))
         digest = config_hash(cfg, exclude)
         if store.manifest_path.exists():

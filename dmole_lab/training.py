@@ -35,6 +35,9 @@ class TrainCallback:
     their new values). Plain functions passed as callbacks are called as ``on_step``.
     """
 
+    def on_batch(self, step: int, idx: list[int], model: torch.nn.Module) -> None:
+        """Before the forward pass of ``step``; ``idx`` are the batch's sample indices."""
+
     def on_backward(self, step: int, model: torch.nn.Module) -> None:
         """Gradients of ``step`` are in ``p.grad``."""
 
@@ -98,6 +101,7 @@ def train_stage(
     order: list[int] = []
     log = StageLog()
     start = time.perf_counter()
+    batch_hooks = [cb.on_batch for cb in callbacks if isinstance(cb, TrainCallback)]
     backward_hooks = [cb.on_backward for cb in callbacks if isinstance(cb, TrainCallback)]
     step_hooks = [cb.on_step if isinstance(cb, TrainCallback) else cb for cb in callbacks]
     model.train()
@@ -106,6 +110,8 @@ def train_stage(
         if len(order) < cfg.batch_size:
             order += rng.permutation(len(data)).tolist()
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        for hook in batch_hooks:
+            hook(step, idx, model)
         batch = to_device(train_batch(data, idx), device, dtype)
         out = model(**batch)
         loss = out.loss

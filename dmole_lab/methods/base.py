@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 
 from ..anatomy import Anatomy
@@ -25,6 +27,8 @@ class ContinualMethod:
     def __init__(self, cfg: RunConfig, anatomy: Anatomy):
         self.cfg = cfg
         self.anatomy = anatomy
+        #: folder for files a method exports (e.g. PEFT adapters); set by the runner
+        self.artifacts: Path | None = None
 
     def begin_task(self, model: torch.nn.Module, t: int, task: str,
                    data: Encoded) -> torch.nn.Module:
@@ -38,6 +42,22 @@ class ContinualMethod:
     def extra_loss(self, model: torch.nn.Module, batch: dict, outputs) -> torch.Tensor | None:
         """A term added to the task loss (regularisers, distillation); None by default."""
         return None
+
+    def callbacks(self) -> tuple:
+        """Training callbacks the method needs (e.g. routing before each batch)."""
+        return ()
+
+    def before_eval_batch(self, model: torch.nn.Module, name: str, data: Encoded,
+                          idx) -> None:
+        """Called before each evaluation batch of set ``name`` (routers act here)."""
+
+    def after_eval(self, model: torch.nn.Module) -> dict[str, pd.DataFrame]:
+        """Tables the method records for the stage just evaluated (none by default)."""
+        return {}
+
+    def info(self) -> dict:
+        """Figures of the stage for the manifest (none by default)."""
+        return {}
 
     def end_task(self, model: torch.nn.Module, t: int,
                  task: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:

@@ -121,7 +121,9 @@ class _FisherHooks:
 
 
 def _module_params(model, info: ModuleInfo) -> list[torch.nn.Parameter]:
-    return list(model.get_submodule(info.path).parameters())
+    """The module's own weight and bias (not those of adapters wrapped around it)."""
+    mod = model.get_submodule(info.path)
+    return list(getattr(mod, "base_layer", mod).parameters())
 
 
 def sensitivity(model: torch.nn.Module, data: Encoded, proxies=("grad_norm",),

@@ -23,7 +23,7 @@ from ..stream import build_stream, validate_tasks
 from .sensitivity import check_proxies, probe_batches, sensitivity
 
 #: Config sections a probe does not read (kept out of its folder's hash).
-PROBE_EXCLUDE = ("runs_dir", "pretrain", "method", "lora", "eval")
+PROBE_EXCLUDE = ("runs_dir", "pretrain", "method", "lora", "eval", "dmole")
 
 
 def probe_plan(cfg: RunConfig) -> tuple[int, int, list[int]]:

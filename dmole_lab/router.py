@@ -1,0 +1,210 @@
+"""D-MoLE's task router: per-task autoencoders on base-model representations (method.md
+section 2 step 4, and "Routing during training" / "Inference").
+
+- :func:`representations`: z per sample = [max-pool of the vision encoder's last hidden states,
+  max-pool of the LLM's final-norm hidden states over the instruction's text positions],
+  L2-normalised, from the base model (experts off). Computed once per sample and cached. One
+  forward of the prompt gives both parts; image-token positions are left out of the LLM pool
+  (our reading of "instruction text, no image tokens", documented as such).
+- :class:`TaskAutoencoder`: Linear d->h, ReLU, Linear h->d, Sigmoid; MSE; Adam; early stopping.
+  Its threshold tau is a quantile (default 0.95) of its own training reconstruction errors.
+- :class:`Router`: votes and the support rule (0.3) at batch level, or per sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .anatomy import Anatomy
+from .encode import Encoded, placement, prompt_batch, to_device
+from .probes.hooks import hooked
+
+ROUTING_MODES = ("batch", "sample")
+
+
+def _image_token_id(model) -> int | None:
+    cfg = model.config
+    for key in ("image_token_id", "image_token_index"):
+        if getattr(cfg, key, None) is not None:
+            return int(getattr(cfg, key))
+    return None
+
+
+@torch.no_grad()
+def representations(model: nn.Module, data: Encoded, anatomy: Anatomy, batch_size: int = 64,
+                    progress: bool = False) -> torch.Tensor:
+    """(N, d_vision + d_llm) L2-normalised routing features of every sample of ``data``.
+
+    Run with every expert off (the base model): the caller deactivates them.
+    """
+    device, dtype = placement(model)
+    vision_last = f"{anatomy.layer_paths['vision']}.{anatomy.n_layers('vision') - 1}"
+    final_norm = f"{anatomy.language_path}.norm"
+    try:
+        model.get_submodule(final_norm)
+    except AttributeError as e:
+        raise ValueError(f"no final norm at {final_norm!r} for the router features") from e
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        def hook(_mod, _inp, out):
+            seen[name] = (out[0] if isinstance(out, tuple) else out).detach()
+        return hook
+
+    image_id = _image_token_id(model)
+    was_training = model.training
+    model.eval()
+    parts = []
+    with hooked(model, {vision_last: keep("vision"), final_norm: keep("llm")}):
+        for start in tqdm(range(0, len(data), batch_size), desc="router features",
+                          disable=not progress, leave=False):
+            idx = np.arange(start, min(start + batch_size, len(data)))
+            batch = to_device(prompt_batch(data, idx), device, dtype)
+            model(**batch)
+            B = len(idx)
+            v = seen["vision"].float()
+            v = v.reshape(B, -1, v.shape[-1]).amax(1)  # tiles of a sample pooled together
+            text = batch["attention_mask"].bool()
+            if image_id is not None:
+                text &= batch["input_ids"] != image_id
+            h = seen["llm"].float().masked_fill(~text[..., None], float("-inf")).amax(1)
+            parts.append(torch.cat([v, h], 1).cpu())
+    model.train(was_training)
+    z = torch.cat(parts)
+    return z / z.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+class TaskAutoencoder(nn.Module):
+    """Linear d->h, ReLU, Linear h->d, Sigmoid (method.md section 2 step 4)."""
+
+    def __init__(self, dim: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim),
+                                 nn.Sigmoid())
+        self.register_buffer("threshold", torch.tensor(float("inf")))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of z: (N, d) -> (N, d)."""
+        return self.net(z)
+
+    @torch.no_grad()
+    def errors(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-sample mean squared reconstruction error, (N,)."""
+        return (self(z) - z).pow(2).mean(1)
+
+
+def train_autoencoder(z: torch.Tensor, hidden: int = 128, lr: float = 1e-3,
+                      max_epochs: int = 200, patience: int = 10, batch_size: int = 64,
+                      quantile: float = 0.95, seed: int = 0) -> TaskAutoencoder:
+    """Fit one task's autoencoder on its features ``z`` (N, d); sets its threshold.
+
+    10% of the samples (at least one) are held out for early stopping; the best weights on them
+    are kept. The threshold is the ``quantile`` of the training errors.
+    """
+    if not 0 < quantile <= 1:
+        raise ValueError(f"router quantile must be in (0, 1], got {quantile}")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    ae = TaskAutoencoder(z.shape[1], hidden)
+    perm = torch.randperm(len(z), generator=g)
+    n_val = max(1, len(z) // 10) if len(z) > 1 else 0
+    val, train = z[perm[:n_val]], z[perm[n_val:]]
+    opt = torch.optim.Adam(ae.parameters(), lr=lr)
+    best, best_state, bad = float("inf"), None, 0
+    for _ in range(max_epochs):
+        order = torch.randperm(len(train), generator=g)
+        for s in range(0, len(train), batch_size):
+            x = train[order[s : s + batch_size]]
+            loss = (ae(x) - x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        v = float(ae.errors(val if n_val else train).mean())
+        if v < best - 1e-7:
+            best, bad = v, 0
+            best_state = {k: t.clone() for k, t in ae.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    ae.load_state_dict(best_state)
+    ae.threshold.fill_(float(torch.quantile(ae.errors(train), quantile)))
+    return ae
+
+
+class Router:
+    """Per-task autoencoders and the voting rules of method.md section 2."""
+
+    def __init__(self, support: float = 0.3, mode: str = "batch"):
+        if mode not in ROUTING_MODES:
+            raise ValueError(f"unknown routing mode {mode!r}; allowed: {', '.join(ROUTING_MODES)}")
+        self.support, self.mode = support, mode
+        self.autoencoders: dict[str, TaskAutoencoder] = {}
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks with an autoencoder, in the order they were learned."""
+        return list(self.autoencoders)
+
+    def add(self, task: str, ae: TaskAutoencoder) -> None:
+        """Register ``task``'s trained autoencoder."""
+        self.autoencoders[task] = ae
+
+    def votes(self, z: torch.Tensor, among: list[str] | None = None) -> list[str | None]:
+        """Each sample's vote: the task (of ``among``) reconstructing it best, among those
+        below their threshold; None when no autoencoder accepts it."""
+        tasks = list(among if among is not None else self.tasks)
+        if not tasks or len(z) == 0:
+            return [None] * len(z)
+        err = torch.stack([self.autoencoders[t].errors(z) for t in tasks], 1)  # (N, T)
+        tau = torch.stack([self.autoencoders[t].threshold for t in tasks])
+        err = err.masked_fill(err > tau, float("inf"))
+        best = err.argmin(1)
+        ok = torch.isfinite(err.gather(1, best[:, None]))[:, 0]
+        return [tasks[int(b)] if o else None for b, o in zip(best, ok)]
+
+    def _ranked(self, votes: list[str | None]) -> list[tuple[str, float]]:
+        cast = [v for v in votes if v is not None]
+        if not cast:
+            return []
+        names, counts = np.unique(cast, return_counts=True)
+        order = sorted(zip(names, counts), key=lambda x: (-x[1], self.tasks.index(x[0])))
+        return [(str(n), c / len(cast)) for n, c in order]
+
+    def route_training(self, z: torch.Tensor, current: str) -> list[str]:
+        """Active tasks while training ``current``: itself, plus the most-voted earlier task if
+        its support among the voting samples is >= the support threshold."""
+        earlier = [t for t in self.tasks if t != current]
+        ranked = self._ranked(self.votes(z, earlier))
+        extra = [ranked[0][0]] if ranked and ranked[0][1] >= self.support else []
+        return [current, *extra]
+
+    def route_inference(self, z: torch.Tensor) -> list[str] | list[list[str]]:
+        """Active tasks at test time (no task id).
+
+        Batch mode: the top-voted task, plus the second if its support >= the threshold; none
+        if nobody votes (the base model answers). Sample mode: each sample's own vote.
+        """
+        votes = self.votes(z)
+        if self.mode == "sample":
+            return [[v] if v is not None else [] for v in votes]
+        ranked = self._ranked(votes)
+        active = [ranked[0][0]] if ranked else []
+        if len(ranked) > 1 and ranked[1][1] >= self.support:
+            active.append(ranked[1][0])
+        return active
+
+    def state_dict(self, task: str) -> dict[str, torch.Tensor]:
+        """``task``'s autoencoder weights and threshold."""
+        return {f"router.{k}": v.detach().clone()
+                for k, v in self.autoencoders[task].state_dict().items()}
+
+    def load(self, task: str, state: dict[str, torch.Tensor]) -> None:
+        """Rebuild ``task``'s autoencoder from :meth:`state_dict` output."""
+        sub = {k.removeprefix("router."): v for k, v in state.items() if k.startswith("router.")}
+        ae = TaskAutoencoder(sub["net.0.weight"].shape[1], sub["net.0.weight"].shape[0])
+        ae.load_state_dict(sub)
+        self.add(task, ae)

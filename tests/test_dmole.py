@@ -1,0 +1,116 @@
+"""D-MoLE end to end on the micro model, its router rules, and Seq-FT."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from dmole_lab import continual
+from dmole_lab.config import build_config
+from dmole_lab.router import Router, TaskAutoencoder, train_autoencoder
+
+
+@pytest.fixture()
+def dmole_overrides(smoke_overrides):
+    return {**smoke_overrides, "method": "dmole", "train.max_steps": 2,
+            "dmole.router_epochs": 5, "dmole.r": 2, "dmole.alpha": 4.0}
+
+
+def test_dmole_run_records_allocation_routing_and_peft_adapters(dmole_overrides):
+    cfg = build_config(overrides=dmole_overrides)
+    store = continual.run(cfg, progress=False)
+    m = store.manifest()
+    assert m["status"] == "complete"
+    alloc = store.table("allocation")
+    n_candidates = 2 * 2 * 4  # 2 towers x 2 layers x (q, k, v, o)
+    for t, task in enumerate(cfg.stream.tasks, 1):
+        info = m["stages"][str(t)]
+        assert info["k_vision"] + info["k_llm"] == n_candidates // 2
+        assert info["k_vision"] >= 2  # floor(0.25 * 8)
+        assert info["trainable_params"] == info["expert_params"] > 0
+        assert info["probe_seconds"] > 0
+        a = alloc[alloc.stage == t]
+        assert len(a) == n_candidates // 2 and set(a.task) == {task}
+        adapter = store.root / "adapters" / task
+        cfg_json = json.loads((adapter / "adapter_config.json").read_text())
+        assert cfg_json["r"] == 2 and len(cfg_json["target_modules"]) == len(a)
+    routing = store.table("routing")
+    assert set(routing.stage) == {0, 1, 2, 3}
+    assert set(routing[routing.stage == 0].routed) == {""}  # nothing learned: base model
+    assert store.table("sensitivity").task.nunique() == 3
+
+
+def test_dmole_resumes_to_the_same_predictions(dmole_overrides, tmp_path):
+    cfg = build_config(overrides=dmole_overrides)
+    reference = continual.run(cfg, progress=False).table("predictions")
+    cfg2 = build_config(overrides={**dmole_overrides, "runs_dir": str(tmp_path / "b")})
+
+    class Stop(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def stop(step, loss, model):
+        calls["n"] += 1
+        if calls["n"] > 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        continual.run(cfg2, progress=False, callbacks=(stop,))
+    resumed = continual.run(cfg2, progress=False)
+    pd.testing.assert_frame_equal(resumed.table("predictions"), reference)
+
+
+def _ae(center, tau):
+    """An autoencoder that reconstructs everything as ``center`` (error = distance^2 / d)."""
+    ae = TaskAutoencoder(2, 4)
+    with torch.no_grad():
+        for p in ae.parameters():
+            p.zero_()
+        ae.net[2].bias.copy_(torch.logit(torch.tensor(center)))
+    ae.threshold.fill_(tau)
+    return ae
+
+
+def test_router_votes_support_and_modes():
+    r = Router(support=0.3)
+    r.add("a", _ae([0.1, 0.1], 0.05))
+    r.add("b", _ae([0.9, 0.9], 0.05))
+    near_a, near_b, far = [0.1, 0.12], [0.88, 0.9], [0.1, 0.9]
+    z = torch.tensor([near_a, near_a, near_b, far])
+    assert r.votes(z) == ["a", "a", "b", None]
+    assert r.route_inference(z) == ["a", "b"]  # b has 1/3 of the votes >= 0.3
+    assert r.route_inference(torch.tensor([near_a, near_a, near_a, near_b])) == ["a"]  # 1/4
+    assert r.route_inference(torch.tensor([far])) == []  # nobody votes: base model
+    # training task "c": only earlier tasks vote; "a" joins with support 2/3
+    r.add("c", _ae([0.5, 0.5], 0.0))
+    assert r.route_training(z, "c") == ["c", "a"]
+    assert r.route_training(torch.tensor([far, far, near_b]), "c") == ["c", "b"]
+    per = Router(mode="sample")
+    per.autoencoders = dict(r.autoencoders)
+    assert per.route_inference(z) == [["a"], ["a"], ["b"], []]
+    with pytest.raises(ValueError, match="unknown routing mode 'token'"):
+        Router(mode="token")
+
+
+def test_autoencoder_threshold_is_the_training_quantile():
+    torch.manual_seed(0)
+    z = torch.rand(200, 8)
+    ae = train_autoencoder(z, hidden=16, max_epochs=20, quantile=0.9)
+    errs = ae.errors(z)
+    assert 0.85 <= float((errs <= ae.threshold).float().mean()) <= 0.95
+    with pytest.raises(ValueError, match="quantile must be in"):
+        train_autoencoder(z, quantile=0.0)
+
+
+def test_seq_ft_keeps_one_adapter_through_the_stream(smoke_overrides):
+    cfg = build_config(overrides={**smoke_overrides, "method": "seq-ft"})
+    store = continual.run(cfg, progress=False)
+    m = store.manifest()
+    assert m["status"] == "complete"
+    sizes = {m["stages"][str(t)]["trainable_params"] for t in (1, 2, 3)}
+    assert len(sizes) == 1  # the same adapter every stage
+    s1, s3 = store.stage_state(1), store.stage_state(3)
+    assert s1.keys() == s3.keys()
+    assert any(not torch.equal(s1[k], s3[k]) for k in s1)  # and it kept training
