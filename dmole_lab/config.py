@@ -144,6 +144,10 @@ class ProbeConfig:
     record_every: int = field(default=1, metadata=_help("record every N-th training step"))
 
 
+#: How the router picks experts at test time (method.md section 2, "Inference").
+ROUTING_MODES = ("batch", "sample")
+
+
 @dataclass(frozen=True)
 class DMoleConfig:
     """D-MoLE's experts, curriculum, allocator and router (method.md section 2)."""
@@ -166,6 +170,19 @@ class DMoleConfig:
     router_epochs: int = field(default=200, metadata=_help("autoencoder epochs (early stop)"))
     routing: str = field(default="batch", metadata=_help(
         "inference routing: batch (released code) or sample"))
+
+    def __post_init__(self):
+        from .allocation import ALLOCATORS, CURRICULA, TOWER_CHOICES
+
+        for key, allowed in (("curriculum", CURRICULA), ("towers", TOWER_CHOICES),
+                             ("allocator", ALLOCATORS), ("routing", ROUTING_MODES)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"dmole.{key} {getattr(self, key)!r} is not one of "
+                                  f"{', '.join(allowed)}")
+        for key, lo, hi in (("budget", 0.0, 1.0), ("vision_floor", 0.0, 1.0),
+                            ("router_quantile", 0.0, 1.0), ("router_support", 0.0, 1.0)):
+            if not lo <= getattr(self, key) <= hi:
+                raise ConfigError(f"dmole.{key} must be in [{lo}, {hi}], got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .anatomy import Anatomy
+from .config import ROUTING_MODES
 from .encode import Encoded, placement, prompt_batch, to_device
 from .probes.hooks import hooked
-
-ROUTING_MODES = ("batch", "sample")
 
 
 def _image_token_id(model) -> int | None:

@@ -10,6 +10,8 @@ from dmole_lab.cli import main
     (["run", "--stream.tasks=caption,unicorn"], "unknown task(s) 'unicorn'"),
     (["run", "--model.path=/no/such/folder"], "does not exist"),
     (["run", "--method=magic"], "unknown method 'magic'"),
+    (["run", "--dmole.curriculum=magic"], "dmole.curriculum 'magic' is not one of current"),
+    (["run", "--dmole.budget=2"], "dmole.budget must be in [0.0, 1.0], got 2.0"),
 ])
 def test_bad_input_exits_2_with_reason(argv, fragment, capsys, tmp_path):
     argv = argv + [f"--runs_dir={tmp_path}"]
