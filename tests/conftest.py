@@ -51,3 +51,19 @@ def smoke_overrides(micro_model_dir, tmp_path):
         "eval.batch_size": 8,
         "eval.max_new_tokens": 4,
     }
+
+
+class Interrupted(Exception):
+    """Raised by :func:`interrupt_after` to simulate a run killed mid-stage."""
+
+
+def interrupt_after(n_steps: int):
+    """A step callback that raises :class:`Interrupted` on training step ``n_steps + 1``."""
+    calls = {"n": 0}
+
+    def callback(step, loss, model):
+        calls["n"] += 1
+        if calls["n"] > n_steps:
+            raise Interrupted
+
+    return callback

@@ -8,6 +8,7 @@ import torch
 from dmole_lab import continual
 from dmole_lab.config import build_config
 from dmole_lab.metrics import matrix_from_scores
+from tests.conftest import Interrupted, interrupt_after
 
 
 def test_run_writes_matrix_metrics_and_heatmap(smoke_overrides):
@@ -37,18 +38,8 @@ def test_interrupted_run_resumes_without_recomputing(smoke_overrides, tmp_path):
 
     cfg2 = build_config(overrides={**smoke_overrides, "runs_dir": str(tmp_path / "other")})
 
-    class Stop(Exception):
-        pass
-
-    calls = {"n": 0}
-
-    def stop_in_stage_two(step, loss, model):
-        calls["n"] += 1
-        if calls["n"] > 2 * 2:  # 2 steps per stage: die inside stage 3
-            raise Stop
-
-    with pytest.raises(Stop):
-        continual.run(cfg2, progress=False, callbacks=(stop_in_stage_two,))
+    with pytest.raises(Interrupted):  # 2 steps per stage: die inside stage 3
+        continual.run(cfg2, progress=False, callbacks=(interrupt_after(2 * 2),))
     from dmole_lab.store import RunStore
 
     store = RunStore(tmp_path / "other" / RunStore.run_name(cfg2))

@@ -9,6 +9,7 @@ import torch
 from dmole_lab import continual
 from dmole_lab.config import build_config
 from dmole_lab.router import Router, TaskAutoencoder, train_autoencoder
+from tests.conftest import Interrupted, interrupt_after
 
 
 @pytest.fixture()
@@ -46,18 +47,8 @@ def test_dmole_resumes_to_the_same_predictions(dmole_overrides, tmp_path):
     reference = continual.run(cfg, progress=False).table("predictions")
     cfg2 = build_config(overrides={**dmole_overrides, "runs_dir": str(tmp_path / "b")})
 
-    class Stop(Exception):
-        pass
-
-    calls = {"n": 0}
-
-    def stop(step, loss, model):
-        calls["n"] += 1
-        if calls["n"] > 4:
-            raise Stop
-
-    with pytest.raises(Stop):
-        continual.run(cfg2, progress=False, callbacks=(stop,))
+    with pytest.raises(Interrupted):  # inside stage 3
+        continual.run(cfg2, progress=False, callbacks=(interrupt_after(4),))
     resumed = continual.run(cfg2, progress=False)
     pd.testing.assert_frame_equal(resumed.table("predictions"), reference)
 
