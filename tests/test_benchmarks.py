@@ -43,3 +43,16 @@ def test_bench_recorders_smoke(smoke_overrides, tmp_path, monkeypatch):
     result = json.loads(out.read_text())
     assert result["rows_per_step"] == 4  # grad_norm and rel_update for vision and llm
     assert 0 < result["hook_share_of_step_pct"] < 100
+
+
+def test_bench_router_smoke(smoke_overrides, tmp_path, monkeypatch):
+    out = tmp_path / "router.json"
+    _run("bench_router.py", ["--preset", "smoke", "--tasks", "caption,ocr", "--hidden", "4,8",
+                             "--json", str(out), *_overrides(smoke_overrides),
+                             "--dmole.router_epochs=3"], monkeypatch)
+    result = json.loads(out.read_text())
+    rows = pd.DataFrame(result["rows"])
+    assert len(rows) == 4 and set(rows.normalise) == {"parts", "whole"}
+    for col in ("vote_accuracy", "batch_accuracy", "own_accept", "false_accept"):
+        assert rows[col].between(0, 1).all()
+    assert result["feature_dim"] == 32 + 32  # micro vision + LLM widths

@@ -7,8 +7,12 @@ import pytest
 import torch
 
 from dmole_lab import continual
-from dmole_lab.config import build_config
-from dmole_lab.router import Router, TaskAutoencoder, train_autoencoder
+from dmole_lab.anatomy import anatomy_of
+from dmole_lab.config import ModelConfig, build_config
+from dmole_lab.encode import encode
+from dmole_lab.models import load_model
+from dmole_lab.router import Router, TaskAutoencoder, representations, train_autoencoder
+from dmole_lab.tasks import make_samples
 from tests.conftest import Interrupted, interrupt_after
 
 
@@ -39,6 +43,14 @@ def test_dmole_run_records_allocation_routing_and_peft_adapters(dmole_overrides)
     routing = store.table("routing")
     assert set(routing.stage) == {0, 1, 2, 3}
     assert set(routing[routing.stage == 0].routed) == {""}  # nothing learned: base model
+    assert set(routing.columns) >= {"eval_task", "routed", "active", "count"}
+    # The top routed task is always among the active ones.
+    assert all(r in a.split("+") for r, a in zip(routing.routed, routing.active) if r)
+    for t in (1, 2, 3):
+        assert 0.0 <= m["stages"][str(t)]["router_accuracy"] <= 1.0
+    joined = store.table("train_routing")
+    assert set(joined.task) == set(cfg.stream.tasks) and (joined.step >= 0).all()
+    assert set(joined[joined.task == "caption"].joined) == {""}  # no earlier task to join
     assert store.table("sensitivity").task.nunique() == 3
 
 
@@ -105,3 +117,24 @@ def test_seq_ft_keeps_one_adapter_through_the_stream(smoke_overrides):
     s1, s3 = store.stage_state(1), store.stage_state(3)
     assert s1.keys() == s3.keys()
     assert any(not torch.equal(s1[k], s3[k]) for k in s1)  # and it kept training
+
+
+def test_routing_features_normalise_each_part_or_the_whole(micro_model_dir):
+    model, processor = load_model(ModelConfig(path=str(micro_model_dir)))
+    anatomy = anatomy_of(model)
+    data = encode(processor, make_samples("ocr", 6, "train", 0))
+    d_vision = model.config.vision_config.hidden_size
+    parts = representations(model, data, anatomy, batch_size=4)
+    whole = representations(model, data, anatomy, batch_size=4, normalise="whole")
+    assert parts.shape == whole.shape == (6, d_vision + model.config.text_config.hidden_size)
+    torch.testing.assert_close(parts.norm(dim=1), torch.ones(6))
+    torch.testing.assert_close(whole.norm(dim=1), torch.ones(6))
+    # Per part: each half carries exactly half the squared norm; as a whole it need not.
+    torch.testing.assert_close(parts[:, :d_vision].norm(dim=1) ** 2, torch.full((6,), 0.5))
+    # Same direction within each part either way.
+    for sl in (slice(None, d_vision), slice(d_vision, None)):
+        a, b = parts[:, sl], whole[:, sl]
+        torch.testing.assert_close(a / a.norm(dim=1, keepdim=True),
+                                   b / b.norm(dim=1, keepdim=True))
+    with pytest.raises(ValueError, match="'parts' or 'whole', got 'both'"):
+        representations(model, data, anatomy, normalise="both")
