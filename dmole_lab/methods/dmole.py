@@ -21,6 +21,7 @@ from ..experts import ExpertConfig, Experts
 from ..probes.sensitivity import probe_batches, sensitivity
 from ..router import Router, representations, train_autoencoder
 from ..training import TrainCallback
+from ..usage import ACTIVE_SEP, NONE, router_accuracy
 from .base import ContinualMethod, register
 
 
@@ -35,7 +36,7 @@ class _TrainRouting(TrainCallback):
         m = self.method
         active = m.router.route_training(m.train_z[idx], m.current)
         m.experts.activate(active)
-        m.train_routes.append(len(active) > 1 and active[1] or "")
+        m.train_routes.append(active[1] if len(active) > 1 else NONE)
 
 
 @register("dmole")
@@ -116,8 +117,10 @@ class DMoLE(ContinualMethod):
         """Freeze t's experts; save them and t's autoencoder."""
         self.experts.train_only(None)
         self.experts.deactivate()
-        routes = pd.Series(self.train_routes)
-        self.stage_info["train_batches_with_earlier_expert"] = float((routes != "").mean())
+        routes = pd.Series(self.train_routes, dtype=str)
+        self.stage_info["train_batches_with_earlier_expert"] = float((routes != NONE).mean())
+        self.stage_extra["train_routing"] = pd.DataFrame(
+            {"task": task, "step": range(len(routes)), "joined": routes})
         state = {**{f"experts.{k}": v for k, v in self.experts.state_dict(task).items()},
                  **self.router.state_dict(task),
                  "curriculum": torch.tensor(self.history[-1], dtype=torch.float64)}
@@ -147,11 +150,12 @@ class DMoLE(ContinualMethod):
         active = self.router.route_inference(z)
         if self.router.mode == "sample":
             experts.activate_per_sample(active)
-            routed = [a[0] if a else "" for a in active]
+            per_sample = active
         else:
             experts.activate(active)
-            routed = [active[0] if active else ""] * len(idx)
-        self.eval_routes += [{"eval_task": name, "routed": r} for r in routed]
+            per_sample = [active] * len(idx)
+        self.eval_routes += [{"eval_task": name, "routed": a[0] if a else NONE,
+                              "active": ACTIVE_SEP.join(a)} for a in per_sample]
 
     def after_eval(self, model) -> dict[str, pd.DataFrame]:
         """Router confusion counts of this evaluation, plus the stage's allocation tables."""
@@ -160,8 +164,11 @@ class DMoLE(ContinualMethod):
         tables = dict(self.stage_extra)
         if self.eval_routes:
             r = pd.DataFrame(self.eval_routes)
-            tables["routing"] = (r.groupby(["eval_task", "routed"]).size()
+            tables["routing"] = (r.groupby(["eval_task", "routed", "active"]).size()
                                  .rename("count").reset_index())
+            if self.router.tasks:
+                self.stage_info["router_accuracy"] = router_accuracy(
+                    tables["routing"].assign(stage=0), self.router.tasks, 0)
         self.eval_routes, self.stage_extra = [], {}
         return tables
 
