@@ -104,6 +104,14 @@ def _print_report(store) -> None:
         m = m[(m["bwt_divisor"].isin(["T-1", "-"])) & (m["forgetting_mode"].isin(["first", "-"]))]
         print("\nmetrics (BWT divisor T-1, forgetting 'first'):")
         print(m[["metric", "value"]].round(2).to_string(index=False))
+        stages = store.manifest()["stages"]
+        params = [s["trainable_params"] for s in stages.values() if "trainable_params" in s]
+        if params:
+            print(f"trainable parameters per task: {sum(params) / len(params):,.0f} (mean)")
+        if "router_accuracy" in paths:
+            acc = store.summary("router_accuracy")
+            print("router accuracy after each stage (tasks learned so far, no task id):")
+            print(acc.round(3).to_string(index=False))
     for k, v in paths.items():
         print(f"{k}: {v}")
 

@@ -131,9 +131,41 @@ def write_summaries(store: RunStore) -> dict[str, Path]:
                         lambda: plots.tower_dynamics(dynamics, title=title)))
     except FileNotFoundError:  # recorders were off
         pass
+    if _has_table(store, "allocation"):
+        _expert_summaries(store, tasks, title, paths, figures)
     for key, name, draw in figures:
         fig = draw()
         paths[key] = store.figure_path(name)
         fig.savefig(paths[key], dpi=120, bbox_inches="tight")
         plots.close(fig)
     return paths
+
+
+def _has_table(store: RunStore, name: str) -> bool:
+    return any((store.stage_dir(int(t)) / f"{name}.parquet").exists()
+               for t in store.manifest()["stages"])
+
+
+def _expert_summaries(store: RunStore, tasks: list[str], title: str, paths: dict,
+                      figures: list) -> None:
+    """Allocation, router accuracy per stage, router confusion and expert usage of a run with
+    experts and routers (D-MoLE): tables into ``paths``, figure makers into ``figures``."""
+    from . import plots, usage
+
+    alloc = store.table("allocation")
+    sens = store.table("sensitivity")
+    n_layers = (sens.groupby("tower")["layer"].max() + 1).astype(int).to_dict()
+    paths["allocation"] = store.write_summary("allocation", alloc)
+    figures.append(("allocation", "allocation", lambda: plots.allocation_heatmaps(
+        alloc, tasks, n_layers, title=f"{title}: experts per task and layer")))
+    if not _has_table(store, "routing"):
+        return
+    routing = store.table("routing")
+    paths["router_accuracy"] = store.write_summary(
+        "router_accuracy", usage.accuracy_by_stage(routing, tasks))
+    paths["expert_usage"] = store.write_summary(
+        "expert_usage", usage.expert_usage(routing, alloc))
+    conf = usage.confusion(routing, normalise=True, tasks=tasks)
+    last = int(routing["stage"].max())
+    figures.append(("router_confusion", "router_confusion", lambda: plots.routing_confusion(
+        conf, title=f"{title}: routing after stage {last}")))

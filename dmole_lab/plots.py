@@ -226,3 +226,59 @@ def proxy_oracle_bars(pooled: pd.DataFrame, ax=None, title: str | None = None):
     if title:
         ax.set_title(title)
     return fig
+
+
+def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
+                        n_layers: dict[str, int], ax=None, title: str | None = None):
+    """Figure 3 (method.md section 5): tasks x layers per tower, the number of modules of each
+    layer that hold an expert of each task.
+
+    ``allocation``: task, tower, layer, module (one row per expert, e.g. a D-MoLE run's
+    ``allocation`` table or :meth:`dmole_lab.allocation.Allocation.table`); ``n_layers``: layers
+    per tower, so that layers with no expert still get a column; ``ax``: a pair of axes
+    (vision, llm) or None.
+    """
+    from .allocation import TOWERS
+
+    per_layer = int(allocation.groupby(["tower", "layer"])["module"].nunique().max()) \
+        if len(allocation) else 1
+    fig, axes = _pair(ax, (11, 0.9 + 0.42 * len(tasks)))
+    for a, tower in zip(axes, TOWERS):
+        d = allocation[allocation["tower"] == tower]
+        m = (d.groupby(["task", "layer"]).size().unstack(fill_value=0)
+             .reindex(index=list(tasks), columns=range(n_layers[tower]), fill_value=0))
+        data = m.to_numpy(dtype=float)
+        im = a.imshow(data, cmap="Greens", aspect="auto", vmin=0, vmax=per_layer)
+        for (r, c), v in np.ndenumerate(data):
+            if v:
+                a.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                       color="white" if v > per_layer / 2 else "black")
+        a.set_xticks(range(m.shape[1]), [str(c) for c in m.columns])
+        a.set_yticks(range(len(tasks)), tasks)
+        a.set_xlabel(f"{tower} layer (0 = input side)")
+        a.set_title(f"{'vision encoder' if tower == 'vision' else 'LLM'}: {len(d)} experts")
+        fig.colorbar(im, ax=a, fraction=0.04, label="modules with an expert")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def routing_confusion(confusion: pd.DataFrame, ax=None, title: str | None = None):
+    """Evaluation set x routed task as row shares (e.g. :func:`dmole_lab.usage.confusion`
+    with ``normalise=True``); the diagonal is the router's accuracy per set."""
+    fig, ax = _ax(ax, figsize=(1.5 + 0.55 * confusion.shape[1], 1.0 + 0.45 * len(confusion)))
+    data = confusion.to_numpy(dtype=float)
+    im = ax.imshow(data, cmap="Purples", vmin=0, vmax=1, aspect="auto")
+    for (r, c), v in np.ndenumerate(data):
+        if v:
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if v > 0.5 else "black")
+    ax.set_xticks(range(confusion.shape[1]), confusion.columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(confusion)), confusion.index)
+    ax.set_xlabel("routed task (top vote)")
+    ax.set_ylabel("evaluation set")
+    fig.colorbar(im, ax=ax, fraction=0.04, label="share of the set's samples")
+    if title:
+        ax.set_title(title)
+    return fig

@@ -26,17 +26,25 @@ def _stage(table: pd.DataFrame, stage: int | None) -> pd.DataFrame:
     return table[table["stage"] == stage]
 
 
-def confusion(routing: pd.DataFrame, stage: int | None = None,
-              normalise: bool = False) -> pd.DataFrame:
+BASE = "(base)"  # confusion column of the samples no autoencoder accepted
+
+
+def confusion(routing: pd.DataFrame, stage: int | None = None, normalise: bool = False,
+              tasks: list[str] | None = None) -> pd.DataFrame:
     """Eval set x routed task sample counts at ``stage`` (default: the last).
 
     The column ``"(base)"`` counts samples no autoencoder accepted. ``normalise`` turns each
-    row into shares.
+    row into shares. ``tasks`` (the stream's order) orders rows and columns: tasks first,
+    then the other evaluation sets; columns end with ``"(base)"``.
     """
     r = _stage(routing, stage)
-    m = (r.assign(routed=r["routed"].replace(NONE, "(base)"))
+    m = (r.assign(routed=r["routed"].replace(NONE, BASE))
          .pivot_table(index="eval_task", columns="routed", values="count", aggfunc="sum",
                       fill_value=0))
+    if tasks is not None:
+        rows = [t for t in tasks if t in m.index] + sorted(set(m.index) - set(tasks))
+        cols = [t for t in tasks if t in m.columns] + sorted(set(m.columns) - {*tasks, BASE})
+        m = m.reindex(index=rows, columns=cols + ([BASE] if BASE in m.columns else []))
     m.columns.name, m.index.name = "routed", "eval_task"
     return m.div(m.sum(axis=1), axis=0) if normalise else m
 

@@ -51,6 +51,14 @@ def test_dmole_run_records_allocation_routing_and_peft_adapters(dmole_overrides)
     joined = store.table("train_routing")
     assert set(joined.task) == set(cfg.stream.tasks) and (joined.step >= 0).all()
     assert set(joined[joined.task == "caption"].joined) == {""}  # no earlier task to join
+    summaries = continual.write_summaries(store)
+    for key in ("allocation", "router_confusion", "router_accuracy", "expert_usage"):
+        assert summaries[key].is_file()
+    acc = store.summary("router_accuracy")
+    assert acc.stage.tolist() == [1, 2, 3]
+    assert acc.router_accuracy.iloc[0] == pytest.approx(m["stages"]["1"]["router_accuracy"])
+    use = store.summary("expert_usage")
+    assert len(use) == len(alloc) and use.usage.between(0, 1).all()
     assert store.table("sensitivity").task.nunique() == 3
 
 

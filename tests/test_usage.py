@@ -22,6 +22,8 @@ def test_confusion_counts_and_shares_with_a_base_column():
     shares = usage.confusion(_routing(), stage=1, normalise=True)
     assert shares.loc["b", "a"] == pytest.approx(0.75)
     assert shares.sum(axis=1).tolist() == pytest.approx([1.0, 1.0])
+    ordered = usage.confusion(_routing(), tasks=["b", "a"])
+    assert list(ordered.index) == ["b", "a"] and list(ordered.columns) == ["b", "a", "(base)"]
 
 
 def test_router_accuracy_counts_only_learned_tasks():
@@ -46,3 +48,19 @@ def test_task_activity_and_expert_usage_split_joined_active_sets():
     use = usage.expert_usage(_routing(), alloc, stage=2)
     assert list(use.columns) == ["task", "tower", "layer", "module", "usage"]
     assert use.set_index("task").usage.to_dict() == pytest.approx({"a": 4 / 8, "b": 3 / 8})
+
+
+def test_allocation_and_confusion_figures_show_counts_per_layer():
+    from dmole_lab import plots
+
+    alloc = pd.DataFrame({"task": ["a", "a", "a", "b"], "tower": ["vision", "vision", "llm", "llm"],
+                          "layer": [0, 0, 2, 2], "module": ["q", "k", "v", "o"]})
+    fig = plots.allocation_heatmaps(alloc, ["a", "b"], {"vision": 2, "llm": 3})
+    vision, llm = fig.axes[:2]
+    assert vision.images[0].get_array().tolist() == [[2, 0], [0, 0]]  # a has q and k at layer 0
+    assert llm.images[0].get_array().tolist() == [[0, 0, 1], [0, 0, 1]]
+    assert vision.get_title() == "vision encoder: 2 experts"
+    plots.close(fig)
+    fig = plots.routing_confusion(usage.confusion(_routing(), normalise=True, tasks=["a", "b"]))
+    assert fig.axes[0].images[0].get_array()[1, 2] == pytest.approx(0.5)  # b -> (base)
+    plots.close(fig)
