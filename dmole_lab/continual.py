@@ -8,6 +8,7 @@ and continues where it stopped.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -67,7 +68,9 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
             continue
         seed_everything(stage_seed(cfg.seed, t))
         train_data = encode(processor, stream.train[task])
+        start = time.perf_counter()
         model = method.begin_task(model, t, task, train_data)
+        setup_seconds = time.perf_counter() - start
         params = method.trainable_parameters(model)
         n_trainable = sum(p.numel() for p in params)
         recorders = ()
@@ -77,9 +80,15 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
                           extra_loss=method.extra_loss,
                           callbacks=method.callbacks() + recorders + tuple(callbacks),
                           desc=f"stage {t}: {task}", progress=progress)
+        start = time.perf_counter()
         model, state = method.end_task(model, t, task)
+        end_seconds = time.perf_counter() - start
         extra = {"dynamics": recorders[0].table().assign(stage=t, task=task)} if recorders else {}
-        finish(t, state, log, {"task": task, "trainable_params": n_trainable}, extra)
+        # Method set-up (probe, router, ...) and wrap-up (merge, save) timed apart from the
+        # training loop, so methods compare on total training cost.
+        finish(t, state, log, {"task": task, "trainable_params": n_trainable,
+                               "setup_seconds": setup_seconds, "end_seconds": end_seconds},
+               extra)
     write_summaries(store)
     store.update_manifest(status="complete")
     return store

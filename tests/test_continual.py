@@ -29,6 +29,8 @@ def test_run_writes_matrix_metrics_and_heatmap(smoke_overrides):
     preds = store.table("predictions")
     assert {"prediction", "reference", "score"} <= set(preds.columns)
     assert m["stages"]["1"]["trainable_params"] > 0
+    for key in ("setup_seconds", "train_seconds", "end_seconds"):
+        assert all(m["stages"][str(t)][key] > 0 for t in (1, 2, 3))
 
 
 def test_interrupted_run_resumes_without_recomputing(smoke_overrides, tmp_path):
