@@ -56,3 +56,18 @@ def test_bench_router_smoke(smoke_overrides, tmp_path, monkeypatch):
     for col in ("vote_accuracy", "batch_accuracy", "own_accept", "false_accept"):
         assert rows[col].between(0, 1).all()
     assert result["feature_dim"] == 32 + 32  # micro vision + LLM widths
+
+
+def test_bench_dmole_speed_smoke(smoke_overrides, tmp_path, monkeypatch):
+    out = tmp_path / "speed.json"
+    _run("bench_dmole_speed.py", ["--preset", "smoke", "--json", str(out),
+                                  *_overrides(smoke_overrides), "--train.max_steps=2",
+                                  "--dmole.router_epochs=2", "--eval.max_new_tokens=2"],
+         monkeypatch)
+    result = json.loads(out.read_text())
+    dmole, seq = result["runs"][0]["dmole"], result["runs"][0]["seq-lora"]
+    assert dmole["probe_seconds"] > 0 and seq["probe_seconds"] == 0
+    assert dmole["training_seconds"] > dmole["train_seconds"]  # set-up and wrap-up counted
+    assert 0 < result["probe_share_pct"] < 100
+    assert result["wall_ratio_dmole_over_seq_lora"] == pytest.approx(
+        dmole["training_seconds"] / seq["training_seconds"], abs=1e-3)
