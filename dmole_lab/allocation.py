@@ -184,6 +184,24 @@ def allocate_stream(table: pd.DataFrame, tasks: list[str], batches: int | None =
     return out
 
 
+def expert_params(allocation: pd.DataFrame, shapes: pd.DataFrame, r: int) -> pd.Series:
+    """Trainable parameters of each task's new experts: sum over its modules of
+    r * (in_features + out_features) (a LoRA pair A: r x in, B: out x r; method.md section 2).
+
+    ``allocation``: task, module rows; ``shapes``: module, in_features, out_features (e.g. a
+    sensitivity table). Returns a Series indexed by task, in order of first appearance.
+    """
+    missing = {"module", "in_features", "out_features"} - set(shapes.columns)
+    if missing:
+        raise ValueError(f"shape table lacks columns {sorted(missing)} (probe tables written "
+                         "before module shapes were recorded: re-run `dmole-lab probe`)")
+    size = shapes.drop_duplicates("module").set_index("module")
+    per = allocation["module"].map(r * (size["in_features"] + size["out_features"]))
+    if per.isna().any():
+        raise ValueError(f"modules without a shape: {sorted(allocation['module'][per.isna()])}")
+    return per.groupby(allocation["task"], sort=False).sum().astype(int)
+
+
 def allocation_table(allocations: list[Allocation]) -> pd.DataFrame:
     """Tidy table of many allocations: stage, task, tower, layer, module."""
     df = pd.concat([a.table() for a in allocations], ignore_index=True)

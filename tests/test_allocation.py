@@ -9,6 +9,7 @@ from dmole_lab.allocation import (
     allocate_stream,
     allocation_table,
     budget,
+    expert_params,
     split_budget,
 )
 
@@ -92,3 +93,16 @@ def test_allocate_stream_carries_history_and_tabulates():
     t = allocation_table(allocs)
     assert list(t.columns) == ["task", "tower", "layer", "module", "stage"]
     assert set(t.stage) == {1, 2}
+
+
+def test_expert_params_sums_lora_pairs_per_task():
+    shapes = pd.DataFrame({"module": ["vision.0.attn.q", "llm.0.mlp.up", "llm.1.attn.q"],
+                           "in_features": [8, 16, 16], "out_features": [8, 64, 16]})
+    alloc = pd.DataFrame({"task": ["a", "a", "b"],
+                          "module": ["vision.0.attn.q", "llm.0.mlp.up", "llm.1.attn.q"]})
+    n = expert_params(alloc, shapes, r=2)
+    assert n.to_dict() == {"a": 2 * 16 + 2 * 80, "b": 2 * 32}
+    with pytest.raises(ValueError, match="without a shape"):
+        expert_params(alloc.assign(module="llm.9.attn.q"), shapes, r=2)
+    with pytest.raises(ValueError, match=r"lacks columns \['in_features'"):
+        expert_params(alloc, shapes.drop(columns="in_features"), r=2)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dmole_lab import continual
+from dmole_lab.allocation import expert_params
 from dmole_lab.anatomy import anatomy_of
 from dmole_lab.config import ModelConfig, build_config
 from dmole_lab.encode import encode
@@ -59,7 +60,11 @@ def test_dmole_run_records_allocation_routing_and_peft_adapters(dmole_overrides)
     assert acc.router_accuracy.iloc[0] == pytest.approx(m["stages"]["1"]["router_accuracy"])
     use = store.summary("expert_usage")
     assert len(use) == len(alloc) and use.usage.between(0, 1).all()
-    assert store.table("sensitivity").task.nunique() == 3
+    sens = store.table("sensitivity")
+    assert sens.task.nunique() == 3
+    sizes = expert_params(alloc, sens, r=2)  # from the stored tables alone
+    assert sizes.to_dict() == {t: m["stages"][str(i)]["expert_params"]
+                               for i, t in enumerate(cfg.stream.tasks, 1)}
 
 
 def test_dmole_resumes_to_the_same_predictions(dmole_overrides, tmp_path):

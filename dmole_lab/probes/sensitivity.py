@@ -136,7 +136,8 @@ def sensitivity(model: torch.nn.Module, data: Encoded, proxies=("grad_norm",),
     seeded order, cycling if the data is short. ``snapshots`` lists batch counts at which the
     scores are also read (the accumulated gradients are never zeroed, so the scores after n
     batches are what a probe of n batches gives). Returns a tidy table with columns tower,
-    layer, module (alias), kind, n_params, proxy, batches, score.
+    layer, module (alias), kind, n_params, in_features, out_features (so expert sizes can be
+    computed from the table alone), proxy, batches, score.
     """
     proxies = check_proxies(proxies)
     anatomy = anatomy or anatomy_of(model)
@@ -186,5 +187,7 @@ def _read_scores(params, candidates, proxies, fisher, b) -> list[dict]:
             values["fisher"] = fisher_scores[m.alias]
         for proxy in proxies:
             rows.append({"tower": m.tower, "layer": m.layer, "module": m.alias, "kind": m.kind,
-                         "n_params": n, "proxy": proxy, "batches": b, "score": values[proxy]})
+                         "n_params": n, "in_features": m.in_features,
+                         "out_features": m.out_features, "proxy": proxy, "batches": b,
+                         "score": values[proxy]})
     return rows
