@@ -7,6 +7,8 @@ figures/*.png (no predictions, no weights). :func:`ship` copies a finished run t
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from .config import PROJECT_ROOT
 from .store import RunStore
 
 RESULTS_DIR = PROJECT_ROOT / "results"
+RUNS_DIR = PROJECT_ROOT / "runs"
 
 
 def available() -> list[str]:
@@ -41,3 +44,51 @@ def ship(store: RunStore, name: str, results_dir: Path | None = None) -> Path:
         if (store.root / sub).is_dir():
             shutil.copytree(store.root / sub, dest / sub)
     return dest
+
+
+def _lookup(config: dict, dotted: str):
+    node = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+        except (TypeError, ValueError):
+            return False
+    return a == b
+
+
+def find_runs(settings: dict[str, object],
+              folders: tuple[Path, ...] = (RESULTS_DIR, RUNS_DIR)) -> list[RunStore]:
+    """Complete runs (shipped, then local) whose config has every dotted key of ``settings``
+    (e.g. ``{"method": "dmole", "dmole.budget": 0.5}``) at that value."""
+    found = []
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*/manifest.json")) if Path(folder).is_dir() else ():
+            m = json.loads(path.read_text())
+            if m.get("status") == "complete" and all(
+                    _same(_lookup(m.get("config", {}), k), v) for k, v in settings.items()):
+                found.append(RunStore(path.parent))
+    return found
+
+
+def run_command(preset: str, settings: dict[str, object]) -> str:
+    """The ``dmole-lab run`` command line that produces a run with ``settings``."""
+    args = " ".join(f"--{k}={v}" for k, v in settings.items())
+    return f"dmole-lab run --preset {preset} {args}".strip()
+
+
+HEADLINE = ("AVG", "Last", "BWT")
+
+
+def headline(store: RunStore) -> dict[str, float]:
+    """AVG, Last and BWT of a finished run (BWT divisor T-1, method.md section 4)."""
+    m = store.summary("metrics")
+    m = m[(m["bwt_divisor"] == "T-1") & (m["forgetting_mode"] == "first")]
+    return {k: float(m.loc[m["metric"] == k, "value"].iloc[0]) for k in HEADLINE}

@@ -9,11 +9,14 @@ drive it from code or a test), the last figure as ``.figure`` and the whole pane
 
 from __future__ import annotations
 
+import time
+
 import ipywidgets as W
 import pandas as pd
 from IPython.display import display
 
 from . import plots
+from .allocation import CURRICULA, allocate_stream, allocation_table, expert_params
 from .profiles import NORMALISATIONS, QUANTITIES, layer_profiles, tower_split
 
 ALL_TASKS = "all tasks"
@@ -109,3 +112,84 @@ class DynamicsExplorer(_Explorer):
             d = d[d["task"] == self.task.value]
         return plots.tower_dynamics(d, self.quantity.value, smooth=self.smooth.value,
                                     title=QUANTITIES[self.quantity.value][1])
+
+
+class AllocationExplorer(_Explorer):
+    """Figure 3 live: D-MoLE's allocation of every task from a stored sensitivity table.
+
+    Budget fraction, vision floor and curriculum mode recompute the allocation of the whole
+    stream (method.md section 2 steps 2-3, :func:`dmole_lab.allocation.allocate_stream`) and
+    redraw the tasks x layers heatmaps. The note under the figure gives the time the
+    recomputation took, the experts' trainable parameters per task (rank ``r``), and the scores
+    of a stored D-MoLE run with these settings (``find`` returns the matching runs), or the
+    command that produces one.
+    """
+
+    def __init__(self, table: pd.DataFrame, tasks: list[str], r: int, batches: int | None = None,
+                 proxy: str = "grad_norm", preset: str = "tiny", find=None, fraction: float = 0.5,
+                 vision_floor: float = 0.25, curriculum: str = "current", seed: int = 0):
+        # One filter up front, so each update only allocates.
+        self.table = table[table["proxy"] == proxy]
+        self.batches = batches or int(self.table["batches"].max())
+        self.table = self.table[self.table["batches"] == self.batches]
+        self.tasks, self.r, self.proxy, self.preset, self.seed = list(tasks), r, proxy, preset, seed
+        self.find = find
+        self.n_layers = (self.table.groupby("tower")["layer"].max() + 1).astype(int).to_dict()
+        self.fraction = W.FloatSlider(value=fraction, min=0.05, max=1.0, step=0.05,
+                                      description="budget")
+        self.vision_floor = W.FloatSlider(value=vision_floor, min=0.0, max=1.0, step=0.05,
+                                          description="vision floor")
+        self.curriculum = W.Dropdown(options=list(CURRICULA), value=curriculum,
+                                     description="curriculum")
+        self.note = W.HTML()
+        self.allocation, self.params, self.seconds, self.runs = None, None, 0.0, []
+        super().__init__([self.fraction, self.vision_floor, self.curriculum])
+        self.widget.children = (*self.widget.children, self.note)
+        self.redraw()
+
+    def settings(self) -> dict[str, object]:
+        """The run settings of the current controls, as dotted config keys."""
+        return {"method": "dmole", "dmole.budget": round(self.fraction.value, 4),
+                "dmole.vision_floor": round(self.vision_floor.value, 4),
+                "dmole.curriculum": self.curriculum.value}
+
+    def recompute(self) -> pd.DataFrame:
+        """Allocation table (stage, task, tower, layer, module) for the current controls."""
+        start = time.perf_counter()
+        allocs = allocate_stream(self.table, self.tasks, self.batches, self.proxy,
+                                 fraction=self.fraction.value,
+                                 vision_floor=self.vision_floor.value,
+                                 curriculum=self.curriculum.value, seed=self.seed)
+        self.allocation = allocation_table(allocs)
+        self.params = expert_params(self.allocation, self.table, self.r)
+        self.seconds = time.perf_counter() - start
+        return self.allocation
+
+    def draw(self):
+        """Heatmaps of the recomputed allocation; the note says what it costs and scores."""
+        alloc = self.recompute()
+        self.runs = self.find(self.settings()) if self.find is not None else []
+        self.note.value = self._note()
+        label = (f"budget {self.fraction.value:.2f}, vision floor {self.vision_floor.value:.2f},"
+                 f" curriculum {self.curriculum.value}")
+        return plots.allocation_heatmaps(alloc, self.tasks, self.n_layers, title=label)
+
+    def _note(self) -> str:
+        from .results import headline, run_command
+
+        p = self.params
+        lines = [f"allocation of {len(self.tasks)} tasks recomputed in "
+                 f"{1000 * self.seconds:.1f} ms",
+                 f"trainable parameters per task (rank {self.r}): mean {p.mean():,.0f}, "
+                 f"min {p.min():,} ({p.idxmin()}), max {p.max():,} ({p.idxmax()}); "
+                 f"whole stream {p.sum():,}"]
+        if self.runs:
+            for store in self.runs:
+                h = headline(store)
+                lines.append(f"stored run <code>{store.root.name}</code> (seed "
+                             f"{store.manifest()['seed']}): " +
+                             ", ".join(f"{k} {v:.1f}" for k, v in h.items()))
+        else:
+            lines.append("no stored run with these settings; produce one with "
+                         f"<code>{run_command(self.preset, self.settings())}</code>")
+        return "<br>".join(lines)

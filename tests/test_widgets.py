@@ -4,7 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmole_lab.widgets import ALL_TASKS, DynamicsExplorer, SensitivityExplorer
+from dmole_lab.widgets import (
+    ALL_TASKS,
+    AllocationExplorer,
+    DynamicsExplorer,
+    SensitivityExplorer,
+)
 from tests.test_profiles import _table
 
 
@@ -51,3 +56,48 @@ def test_unknown_task_is_a_clear_error():
 
     with pytest.raises(ValueError, match="task 'nope' is not in the table; available"):
         plots.layer_profile_bars(layer_profiles(_table()), "nope")
+
+
+def _shaped_table():
+    t = _table()
+    return t.assign(in_features=np.where(t.tower == "vision", 4, 8), out_features=8)
+
+
+def _stored_run(root, budget):
+    from dmole_lab.store import RunStore, write_json, write_table
+
+    store = RunStore(root)
+    write_json(store.manifest_path, {"status": "complete", "seed": 0, "stages": {},
+                                     "config": {"method": "dmole", "dmole": {"budget": budget}}})
+    write_table(root / "tables" / "metrics.parquet", pd.DataFrame(
+        {"metric": ["AVG", "Last", "BWT"], "value": [40.0, 35.0, -2.5],
+         "bwt_divisor": "T-1", "forgetting_mode": "first"}))
+    return store
+
+
+def test_allocation_explorer_recomputes_and_finds_stored_runs(tmp_path):
+    from dmole_lab import results
+
+    _stored_run(tmp_path / "dmole-a", budget=0.5)
+    find = lambda s: results.find_runs(  # noqa: E731 - as a notebook passes it
+        {k: v for k, v in s.items() if k in ("method", "dmole.budget")}, (tmp_path,))
+    tasks = ["shallow", "deep", "also_shallow"]
+    ex = AllocationExplorer(_shaped_table(), tasks, r=2, find=find)
+    # 16 candidates, budget 0.5 -> 8 experts per task; floor 0.25 -> at least 2 in vision.
+    assert ex.allocation.groupby("task").size().tolist() == [8, 8, 8]
+    assert ex.seconds < 0.1
+    vision = ex.allocation[ex.allocation.tower == "vision"]
+    assert vision.groupby("task").size().min() >= 2
+    assert "dmole-a" in ex.note.value and "AVG 40.0" in ex.note.value
+    ex.fraction.value = 0.25
+    assert ex.allocation.groupby("task").size().tolist() == [4, 4, 4]
+    assert "no stored run" in ex.note.value
+    assert "--dmole.budget=0.25" in ex.note.value
+    # parameters: vision expert 2 * (4 + 8) = 24, LLM expert 2 * (8 + 8) = 32
+    n_vision = (ex.allocation.tower == "vision").groupby(ex.allocation.task).sum()
+    assert ex.params.to_dict() == {t: 24 * n_vision[t] + 32 * (4 - n_vision[t]) for t in tasks}
+    ex.vision_floor.value = 1.0
+    assert set(ex.allocation.tower) == {"vision"}
+    assert "vision floor 1.00" in ex.figure._suptitle.get_text()
+    ex.curriculum.value = "none"
+    assert "curriculum none" in ex.figure._suptitle.get_text()
