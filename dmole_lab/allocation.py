@@ -202,6 +202,22 @@ def expert_params(allocation: pd.DataFrame, shapes: pd.DataFrame, r: int) -> pd.
     return per.groupby(allocation["task"], sort=False).sum().astype(int)
 
 
+def curriculum_splits(table: pd.DataFrame, tasks: list[str], modes=tuple(CURRICULA),
+                      batches: int | None = None, proxy: str = "grad_norm",
+                      **kwargs) -> pd.DataFrame:
+    """Per task and curriculum mode, the budget split of the stream (method.md section 2 step
+    2): task, curriculum, budget, k_vision, k_llm, rho_vision, vision_share (= k_vision / B).
+    ``kwargs`` go to :func:`allocate` (fraction, vision_floor, ...)."""
+    rows = []
+    for mode in modes:
+        for a in allocate_stream(table, tasks, batches, proxy, curriculum=mode, **kwargs):
+            s = a.split
+            rows.append({"task": a.task, "curriculum": mode, "budget": s.budget,
+                         "k_vision": s.k_vision, "k_llm": s.k_llm, "rho_vision": s.rho_vision,
+                         "vision_share": s.k_vision / s.budget})
+    return pd.DataFrame(rows)
+
+
 def allocation_table(allocations: list[Allocation]) -> pd.DataFrame:
     """Tidy table of many allocations: stage, task, tower, layer, module."""
     df = pd.concat([a.table() for a in allocations], ignore_index=True)

@@ -165,11 +165,13 @@ def _expert_summaries(store: RunStore, tasks: list[str], title: str, paths: dict
     sens = store.table("sensitivity")
     n_layers = (sens.groupby("tower")["layer"].max() + 1).astype(int).to_dict()
     paths["allocation"] = store.write_summary("allocation", alloc)
+    paths["sensitivity"] = store.write_summary("sensitivity", sens)
     figures.append(("allocation", "allocation", lambda: plots.allocation_heatmaps(
         alloc, tasks, n_layers, title=f"{title}: experts per task and layer")))
     if not _has_table(store, "routing"):
         return
     routing = store.table("routing")
+    paths["routing"] = store.write_summary("routing", routing)
     paths["router_accuracy"] = store.write_summary(
         "router_accuracy", usage.accuracy_by_stage(routing, tasks))
     paths["expert_usage"] = store.write_summary(

@@ -282,3 +282,53 @@ def routing_confusion(confusion: pd.DataFrame, ax=None, title: str | None = None
     if title:
         ax.set_title(title)
     return fig
+
+
+def curriculum_split_bars(splits: pd.DataFrame, ax=None, title: str | None = None):
+    """Per task, the vision tower's share of the expert budget under each curriculum mode.
+
+    ``splits``: task, curriculum, vision_share (:func:`dmole_lab.allocation.curriculum_splits`);
+    the dashed line at each task's rho_V (mode "current") is the share before the floor.
+    """
+    fig, ax = _ax(ax, figsize=(9, 3.5))
+    tasks = list(dict.fromkeys(splits["task"]))
+    modes = list(dict.fromkeys(splits["curriculum"]))
+    width = 0.8 / len(modes)
+    x = np.arange(len(tasks))
+    for k, mode in enumerate(modes):
+        d = splits[splits["curriculum"] == mode].set_index("task").reindex(tasks)
+        ax.bar(x + k * width, d["vision_share"], width, label=mode)
+    if "rho_vision" in splits and "current" in modes:
+        rho = splits[splits["curriculum"] == "current"].set_index("task").reindex(tasks)
+        ax.scatter(x + width * (len(modes) - 1) / 2, rho["rho_vision"], marker="_", s=300,
+                   color="black", label="rho_V (before the floor)", zorder=3)
+    ax.set_xticks(x + width * (len(modes) - 1) / 2, tasks, rotation=30, ha="right")
+    ax.set_ylabel("vision share of the budget")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, title="curriculum", title_fontsize=7)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def tower_ratio_bars(ratios: dict[str, pd.DataFrame], ax=None, title: str | None = None,
+                     label: str = "LLM / vision gradient norm (median over the stage)"):
+    """Per task, the LLM / vision ratio of each method side by side (log scale; 1 = balanced).
+
+    ``ratios``: method -> :func:`dmole_lab.profiles.tower_ratio` table (task, median, ...).
+    """
+    fig, ax = _ax(ax, figsize=(9, 3.5))
+    tasks = list(dict.fromkeys(t for r in ratios.values() for t in r["task"]))
+    width = 0.8 / max(1, len(ratios))
+    x = np.arange(len(tasks))
+    for k, (method, r) in enumerate(ratios.items()):
+        d = r.set_index("task").reindex(tasks)
+        ax.bar(x + k * width, d["median"], width, label=method)
+    ax.axhline(1, color="grey", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(x + width * (len(ratios) - 1) / 2, tasks, rotation=30, ha="right")
+    ax.set_ylabel(label, fontsize=8)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig

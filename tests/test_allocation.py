@@ -9,6 +9,7 @@ from dmole_lab.allocation import (
     allocate_stream,
     allocation_table,
     budget,
+    curriculum_splits,
     expert_params,
     split_budget,
 )
@@ -106,3 +107,16 @@ def test_expert_params_sums_lora_pairs_per_task():
         expert_params(alloc.assign(module="llm.9.attn.q"), shapes, r=2)
     with pytest.raises(ValueError, match=r"lacks columns \['in_features'"):
         expert_params(alloc, shapes.drop(columns="in_features"), r=2)
+
+
+def test_curriculum_splits_tabulates_each_mode_per_task():
+    table = pd.concat([_scores(vision, llm).assign(task=task, proxy="grad_norm", batches=1)
+                       for task, (vision, llm) in {"a": ([4, 4], [1, 1]),
+                                                   "b": ([1, 1], [4, 4])}.items()])
+    splits = curriculum_splits(table, ["a", "b"], fraction=0.5, vision_floor=0.0)
+    assert len(splits) == 3 * 2  # three modes x two tasks
+    cur = splits[splits.curriculum == "current"].set_index("task")
+    assert cur.loc["a", "k_vision"] == 3 and cur.loc["b", "k_vision"] == 1  # B = 4, rho 0.8 / 0.2
+    none = splits[splits.curriculum == "none"]
+    assert (none.vision_share == 0.5).all()  # equal candidate counts per tower
+    assert (splits.k_vision + splits.k_llm == splits.budget).all()

@@ -64,3 +64,18 @@ def test_allocation_and_confusion_figures_show_counts_per_layer():
     fig = plots.routing_confusion(usage.confusion(_routing(), normalise=True, tasks=["a", "b"]))
     assert fig.axes[0].images[0].get_array()[1, 2] == pytest.approx(0.5)  # b -> (base)
     plots.close(fig)
+
+
+def test_curriculum_and_ratio_bars_draw_one_bar_per_task_and_series():
+    from dmole_lab import plots
+
+    splits = pd.DataFrame({"task": ["a", "b"] * 2, "curriculum": ["current"] * 2 + ["none"] * 2,
+                           "vision_share": [0.25, 0.5, 0.5, 0.5], "rho_vision": [0.1, 0.6, .5, .5]})
+    fig = plots.curriculum_split_bars(splits)
+    assert [p.get_height() for p in fig.axes[0].patches] == [0.25, 0.5, 0.5, 0.5]
+    plots.close(fig)
+    ratios = {"dmole": pd.DataFrame({"task": ["a", "b"], "median": [2.0, 3.0]}),
+              "seq-lora": pd.DataFrame({"task": ["a", "b"], "median": [20.0, 30.0]})}
+    fig = plots.tower_ratio_bars(ratios)
+    assert [p.get_height() for p in fig.axes[0].patches] == [2.0, 3.0, 20.0, 30.0]
+    plots.close(fig)
