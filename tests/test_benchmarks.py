@@ -71,3 +71,35 @@ def test_bench_dmole_speed_smoke(smoke_overrides, tmp_path, monkeypatch):
     assert 0 < result["probe_share_pct"] < 100
     assert result["wall_ratio_dmole_over_seq_lora"] == pytest.approx(
         dmole["training_seconds"] / seq["training_seconds"], abs=1e-3)
+
+
+def test_bench_seeds_smoke(smoke_overrides, tmp_path, monkeypatch):
+    out = tmp_path / "seeds.json"
+    argv = ["--preset", "smoke", "--seeds", "0,1", "--variants",
+            "dmole+dmole.routing=sample,seq-lora", "--json", str(out),
+            *_overrides(smoke_overrides), "--train.max_steps=2", "--dmole.router_epochs=2",
+            "--eval.max_new_tokens=2"]
+    _run("bench_seeds.py", argv, monkeypatch)
+    result = json.loads(out.read_text())
+    runs = pd.DataFrame(result["runs"])
+    assert len(runs) == 4 and runs.run.nunique() == 4
+    assert set(result["table"]) == {"dmole+dmole.routing=sample", "seq-lora"}
+    dmole = runs[runs.variant.str.startswith("dmole")]
+    assert dmole.router_accuracy.between(0, 1).all()
+    assert runs[runs.variant == "seq-lora"].router_accuracy.isna().all()
+    first = out.stat().st_mtime_ns
+    _run("bench_seeds.py", argv, monkeypatch)  # finished runs are reused, not recomputed
+    again = pd.DataFrame(json.loads(out.read_text())["runs"])
+    assert out.stat().st_mtime_ns > first
+    pd.testing.assert_frame_equal(again, runs)  # same timings: read back, not re-measured
+
+
+def test_bench_seeds_rejects_a_malformed_variant():
+    from importlib import util
+
+    spec = util.spec_from_file_location("bench_seeds", BENCH / "bench_seeds.py")
+    mod = util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.parse_variant("dmole+dmole.r=4") == ("dmole", {"dmole.r": "4"})
+    with pytest.raises(ValueError, match="'dmole.r' is not key=value"):
+        mod.parse_variant("dmole+dmole.r")

@@ -1,0 +1,92 @@
+"""D-MoLE against sequential LoRA over seeds: AVG, Last, BWT, router accuracy, parameters.
+
+Usage: python benchmarks/bench_seeds.py [--preset tiny] [--seeds 0,1,2]
+                                        [--variants dmole,dmole+dmole.routing=sample,seq-lora]
+                                        [overrides...]
+
+A variant is a method name, optionally followed by ``+key=value`` overrides (e.g.
+``dmole+dmole.routing=sample`` for per-sample routing at inference). Every variant x seed is a
+normal run under ``runs_dir`` (``runs/`` by default), so finished runs are reused and an
+interrupted benchmark resumes. Reports per variant the mean +- std over seeds of AVG, Last,
+BWT (divisor T-1) and MFT (method.md section 4), the router accuracy after the last stage
+(D-MoLE), the mean trainable parameters per task, and the training time (set-up + training
+loop + wrap-up, summed over stages). Writes benchmarks/results/seeds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from dmole_lab.config import build_config, parse_cli_overrides
+from dmole_lab.continual import run
+
+METRICS = ("AVG", "Last", "BWT", "MFT")
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """``"dmole+dmole.routing=sample"`` -> ("dmole", {"dmole.routing": "sample"})."""
+    method, *extra = spec.split("+")
+    overrides = {}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"variant {spec!r}: {item!r} is not key=value")
+        overrides[key] = value
+    return method, overrides
+
+
+def run_row(store) -> dict[str, float]:
+    """One finished run's figures."""
+    m = store.manifest()
+    metrics = store.summary("metrics")
+    metrics = metrics[(metrics["bwt_divisor"] == "T-1") & (metrics["forgetting_mode"] == "first")]
+    row = {k: float(metrics.loc[metrics["metric"] == k, "value"].iloc[0]) for k in METRICS}
+    stages = [s for k, s in m["stages"].items() if int(k) >= 1]
+    last = m["stages"][str(max(int(k) for k in m["stages"]))]
+    row["router_accuracy"] = last.get("router_accuracy", float("nan"))
+    row["params_per_task"] = sum(s["trainable_params"] for s in stages) / len(stages)
+    row["training_seconds"] = sum(s.get("setup_seconds", 0.0) + s.get("train_seconds", 0.0)
+                                  + s.get("end_seconds", 0.0) for s in stages)
+    return row
+
+
+def main(argv=None) -> int:
+    """Run (or reuse) every variant x seed and print the mean +- std table."""
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--variants", default="dmole,dmole+dmole.routing=sample,seq-lora")
+    p.add_argument("--json", default=str(Path(__file__).with_name("results") / "seeds.json"))
+    args, rest = p.parse_known_args(argv)
+    overrides = parse_cli_overrides(rest)
+    rows = []
+    for spec in args.variants.split(","):
+        method, extra = parse_variant(spec)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            cfg = build_config(args.preset, {**overrides, **extra, "method": method,
+                                             "seed": seed})
+            store = run(cfg, progress=False)
+            rows.append({"variant": spec, "seed": seed, "run": store.root.name,
+                         **run_row(store)})
+            print(rows[-1], flush=True)
+    per_run = pd.DataFrame(rows)
+    cols = [*METRICS, "router_accuracy", "params_per_task", "training_seconds"]
+    agg = per_run.groupby("variant", sort=False)[cols].agg(["mean", "std"])
+    table = pd.DataFrame({c: [f"{agg.loc[v, (c, 'mean')]:.2f} +- {agg.loc[v, (c, 'std')]:.2f}"
+                              for v in agg.index] for c in cols}, index=agg.index)
+    result = {"preset": args.preset, "seeds": args.seeds, "runs": rows,
+              "table": table.to_dict(orient="index")}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
