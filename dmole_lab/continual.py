@@ -172,6 +172,9 @@ def _expert_summaries(store: RunStore, tasks: list[str], title: str, paths: dict
         return
     routing = store.table("routing")
     paths["routing"] = store.write_summary("routing", routing)
+    if _has_table(store, "train_routing"):
+        paths["train_routing"] = store.write_summary("train_routing",
+                                                     store.table("train_routing"))
     paths["router_accuracy"] = store.write_summary(
         "router_accuracy", usage.accuracy_by_stage(routing, tasks))
     paths["expert_usage"] = store.write_summary(

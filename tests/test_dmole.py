@@ -53,7 +53,8 @@ def test_dmole_run_records_allocation_routing_and_peft_adapters(dmole_overrides)
     assert set(joined.task) == set(cfg.stream.tasks) and (joined.step >= 0).all()
     assert set(joined[joined.task == "caption"].joined) == {""}  # no earlier task to join
     summaries = continual.write_summaries(store)
-    for key in ("allocation", "router_confusion", "router_accuracy", "expert_usage"):
+    for key in ("allocation", "router_confusion", "router_accuracy", "expert_usage", "routing",
+                "train_routing", "sensitivity"):
         assert summaries[key].is_file()
     acc = store.summary("router_accuracy")
     assert acc.stage.tolist() == [1, 2, 3]
