@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m dmole_lab run --preset tiny
+	$(PY) -m dmole_lab run --preset tiny --methods dmole,seq-lora
 
 test: $(STAMP)
 	$(PY) -m pytest

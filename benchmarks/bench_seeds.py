@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from dmole_lab.compare import mean_std, run_row
 from dmole_lab.config import build_config, parse_cli_overrides
 from dmole_lab.continual import run
-
-METRICS = ("AVG", "Last", "BWT", "MFT")
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
@@ -37,21 +36,6 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
             raise ValueError(f"variant {spec!r}: {item!r} is not key=value")
         overrides[key] = value
     return method, overrides
-
-
-def run_row(store) -> dict[str, float]:
-    """One finished run's figures."""
-    m = store.manifest()
-    metrics = store.summary("metrics")
-    metrics = metrics[(metrics["bwt_divisor"] == "T-1") & (metrics["forgetting_mode"] == "first")]
-    row = {k: float(metrics.loc[metrics["metric"] == k, "value"].iloc[0]) for k in METRICS}
-    stages = [s for k, s in m["stages"].items() if int(k) >= 1]
-    last = m["stages"][str(max(int(k) for k in m["stages"]))]
-    row["router_accuracy"] = last.get("router_accuracy", float("nan"))
-    row["params_per_task"] = sum(s["trainable_params"] for s in stages) / len(stages)
-    row["training_seconds"] = sum(s.get("setup_seconds", 0.0) + s.get("train_seconds", 0.0)
-                                  + s.get("end_seconds", 0.0) for s in stages)
-    return row
 
 
 def main(argv=None) -> int:
@@ -71,14 +55,9 @@ def main(argv=None) -> int:
             cfg = build_config(args.preset, {**overrides, **extra, "method": method,
                                              "seed": seed})
             store = run(cfg, progress=False)
-            rows.append({"variant": spec, "seed": seed, "run": store.root.name,
-                         **run_row(store)})
+            rows.append({"variant": spec, **run_row(store)})
             print(rows[-1], flush=True)
-    per_run = pd.DataFrame(rows)
-    cols = [*METRICS, "router_accuracy", "params_per_task", "training_seconds"]
-    agg = per_run.groupby("variant", sort=False)[cols].agg(["mean", "std"])
-    table = pd.DataFrame({c: [f"{agg.loc[v, (c, 'mean')]:.2f} +- {agg.loc[v, (c, 'std')]:.2f}"
-                              for v in agg.index] for c in cols}, index=agg.index)
+    table = mean_std(pd.DataFrame(rows), by="variant")
     result = {"preset": args.preset, "seeds": args.seeds, "runs": rows,
               "table": table.to_dict(orient="index")}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

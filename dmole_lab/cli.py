@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--preset", default=None,
                         help=f"preset name or YAML path; shipped: {', '.join(list_presets())}")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "run":
+            sp.add_argument("--methods", default=None,
+                            help="comma-separated methods run one after the other on the same "
+                                 "stream and compared (replaces --method)")
         if name == "report":
             sp.add_argument("--run-dir", default=None,
                             help="a run folder (default: the run of the preset + overrides)")
@@ -57,11 +61,42 @@ def _cmd_pretrain(cfg, args) -> int:
 
 
 def _cmd_run(cfg, args) -> int:
-    from .continual import run
+    from dataclasses import replace
 
-    store = run(cfg, progress=not args.quiet)
-    _print_report(store)
+    from .continual import run
+    from .methods import check_method
+
+    if not args.methods:
+        store = run(cfg, progress=not args.quiet)
+        _print_report(store)
+        return 0
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:  # all names checked before the first run starts
+        check_method(m)
+    stores = []
+    for m in methods:
+        stores.append(run(replace(cfg, method=m), progress=not args.quiet))
+        _print_report(stores[-1])
+    _print_comparison(stores, cfg)
     return 0
+
+
+def _print_comparison(stores, cfg) -> None:
+    import pandas as pd
+
+    from .compare import headline_table, write_comparison
+    from .config import resolve_path
+
+    names = "_vs_".join(s.manifest()["method"] for s in stores)
+    out = resolve_path(cfg.runs_dir) / "compare" / f"{names}-seed{cfg.seed}"
+    paths = write_comparison(stores, out)
+    table = headline_table(stores).drop(columns=["seed"]).set_index("method")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(f"\ncomparison (seed {cfg.seed}; BWT divisor T-1; training time = set-up + "
+              "training + wrap-up):")
+        print(table.round(2).to_string())
+    for k, v in paths.items():
+        print(f"{k}: {v}")
 
 
 def _cmd_probe(cfg, args) -> int:

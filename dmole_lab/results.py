@@ -87,8 +87,9 @@ def run_command(preset: str, settings: dict[str, object]) -> str:
 HEADLINE = ("AVG", "Last", "BWT")
 
 
-def headline(store: RunStore) -> dict[str, float]:
-    """AVG, Last and BWT of a finished run (BWT divisor T-1, method.md section 4)."""
+def headline(store: RunStore, metrics: tuple[str, ...] = HEADLINE) -> dict[str, float]:
+    """AVG, Last and BWT (or other ``metrics``) of a finished run (BWT divisor T-1,
+    forgetting "first"; method.md section 4)."""
     m = store.summary("metrics")
     m = m[(m["bwt_divisor"] == "T-1") & (m["forgetting_mode"] == "first")]
-    return {k: float(m.loc[m["metric"] == k, "value"].iloc[0]) for k in HEADLINE}
+    return {k: float(m.loc[m["metric"] == k, "value"].iloc[0]) for k in metrics}

@@ -12,6 +12,7 @@ from dmole_lab.cli import main
     (["run", "--method=magic"], "unknown method 'magic'"),
     (["run", "--dmole.curriculum=magic"], "dmole.curriculum 'magic' is not one of current"),
     (["run", "--dmole.budget=2"], "dmole.budget must be in [0.0, 1.0], got 2.0"),
+    (["run", "--methods=dmole,magic"], "unknown method 'magic'"),
 ])
 def test_bad_input_exits_2_with_reason(argv, fragment, capsys, tmp_path):
     argv = argv + [f"--runs_dir={tmp_path}"]
@@ -33,3 +34,18 @@ def test_run_and_report_commands(smoke_overrides, capsys):
     assert "score matrix" in out and "BWT" in out
     assert main(["report", *argv]) == 0
     assert "zero-shot" not in capsys.readouterr().err
+
+
+def test_run_several_methods_prints_and_writes_a_comparison(smoke_overrides, capsys, tmp_path):
+    import pandas as pd
+
+    argv = [f"--{k}={v}" for k, v in smoke_overrides.items()]
+    assert main(["run", "--quiet", "--methods", "dmole,seq-lora", *argv, "--train.max_steps=2",
+                 "--dmole.router_epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "comparison (seed 0" in out and "router accuracy" in out
+    folder = tmp_path / "runs" / "compare" / "dmole_vs_seq-lora-seed0"
+    table = pd.read_parquet(folder / "comparison.parquet")
+    assert table.method.tolist() == ["dmole", "seq-lora"]
+    assert table.params_per_task.iloc[0] < table.params_per_task.iloc[1]
+    assert (folder / "score_matrices.png").stat().st_size > 1000
