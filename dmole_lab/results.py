@@ -93,3 +93,15 @@ def headline(store: RunStore, metrics: tuple[str, ...] = HEADLINE) -> dict[str, 
     m = store.summary("metrics")
     m = m[(m["bwt_divisor"] == "T-1") & (m["forgetting_mode"] == "first")]
     return {k: float(m.loc[m["metric"] == k, "value"].iloc[0]) for k in metrics}
+
+
+def open_or_run(name: str, method: str, recompute: bool = False, preset: str = "tiny",
+                overrides: dict | None = None) -> RunStore:
+    """The shipped run ``name``; or, with ``recompute``, a run of ``method`` on ``preset`` with
+    ``overrides`` (resumed if it exists), as ``dmole-lab run`` would make it."""
+    if not recompute:
+        return open_run(name)
+    from .config import build_config
+    from .continual import run
+
+    return run(build_config(preset, {**(overrides or {}), "method": method}))

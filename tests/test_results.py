@@ -1,0 +1,28 @@
+"""Shipped runs: opening, finding by settings, the command that makes a missing one."""
+
+import pytest
+
+from dmole_lab import results
+from tests.test_widgets import _stored_run
+
+
+def test_find_runs_matches_dotted_settings_on_complete_runs(tmp_path):
+    _stored_run(tmp_path / "dmole-a", budget=0.5)
+    _stored_run(tmp_path / "dmole-b", budget=0.25)
+    found = results.find_runs({"method": "dmole", "dmole.budget": 0.25}, (tmp_path,))
+    assert [s.root.name for s in found] == ["dmole-b"]
+    assert results.find_runs({"dmole.nope": 1}, (tmp_path,)) == []
+    assert results.find_runs({"dmole.budget": 0.5}, (tmp_path / "missing",)) == []
+    assert results.headline(found[0]) == {"AVG": 40.0, "Last": 35.0, "BWT": -2.5}
+
+
+def test_run_command_spells_the_overrides():
+    cmd = results.run_command("tiny", {"method": "dmole", "dmole.budget": 0.25})
+    assert cmd == "dmole-lab run --preset tiny --method=dmole --dmole.budget=0.25"
+
+
+def test_open_or_run_opens_the_shipped_run_without_training():
+    store = results.open_or_run("seq-lora-tiny", "seq-lora")
+    assert store.root.name == "seq-lora-tiny" and store.manifest()["status"] == "complete"
+    with pytest.raises(FileNotFoundError, match="no stored run 'nope'"):
+        results.open_or_run("nope", "dmole")
