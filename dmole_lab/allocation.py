@@ -202,6 +202,24 @@ def expert_params(allocation: pd.DataFrame, shapes: pd.DataFrame, r: int) -> pd.
     return per.groupby(allocation["task"], sort=False).sum().astype(int)
 
 
+def mode_splits(scores: pd.DataFrame, fraction: float = 0.5, vision_floor: float = 0.25,
+                history: list[tuple[float, float]] | None = None,
+                towers: str = "both") -> pd.DataFrame:
+    """One task's budget split under every curriculum mode (method.md section 2 step 2), from
+    its per-module ``scores``: curriculum, budget, k_vision, k_llm, s_vision, s_llm,
+    rho_vision. Lets a run record what each mode would have chosen next to what it used."""
+    per = {t: scores[scores["tower"] == t] for t in TOWERS}
+    rows = []
+    for mode in CURRICULA:
+        s = split_budget(float(per["vision"]["score"].sum()), float(per["llm"]["score"].sum()),
+                         len(per["vision"]), len(per["llm"]), fraction, vision_floor, mode,
+                         history, towers)
+        rows.append({"curriculum": mode, "budget": s.budget, "k_vision": s.k_vision,
+                     "k_llm": s.k_llm, "s_vision": s.s_vision, "s_llm": s.s_llm,
+                     "rho_vision": s.rho_vision})
+    return pd.DataFrame(rows)
+
+
 def curriculum_splits(table: pd.DataFrame, tasks: list[str], modes=tuple(CURRICULA),
                       batches: int | None = None, proxy: str = "grad_norm",
                       **kwargs) -> pd.DataFrame:

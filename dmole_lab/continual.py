@@ -166,6 +166,8 @@ def _expert_summaries(store: RunStore, tasks: list[str], title: str, paths: dict
     n_layers = (sens.groupby("tower")["layer"].max() + 1).astype(int).to_dict()
     paths["allocation"] = store.write_summary("allocation", alloc)
     paths["sensitivity"] = store.write_summary("sensitivity", sens)
+    if _has_table(store, "curriculum"):
+        paths["curriculum"] = store.write_summary("curriculum", store.table("curriculum"))
     figures.append(("allocation", "allocation", lambda: plots.allocation_heatmaps(
         alloc, tasks, n_layers, title=f"{title}: experts per task and layer")))
     if not _has_table(store, "routing"):

@@ -54,13 +54,19 @@ def test_dmole_run_records_allocation_routing_and_peft_adapters(dmole_overrides)
     assert set(joined[joined.task == "caption"].joined) == {""}  # no earlier task to join
     summaries = continual.write_summaries(store)
     for key in ("allocation", "router_confusion", "router_accuracy", "expert_usage", "routing",
-                "train_routing", "sensitivity"):
+                "train_routing", "sensitivity", "curriculum"):
         assert summaries[key].is_file()
     acc = store.summary("router_accuracy")
     assert acc.stage.tolist() == [1, 2, 3]
     assert acc.router_accuracy.iloc[0] == pytest.approx(m["stages"]["1"]["router_accuracy"])
     use = store.summary("expert_usage")
     assert len(use) == len(alloc) and use.usage.between(0, 1).all()
+    splits = store.table("curriculum")
+    assert len(splits) == 3 * 3 and splits.groupby("task").used.sum().eq(1).all()
+    used = splits[splits.used].set_index("task")
+    assert used.curriculum.eq("current").all()
+    assert used.k_vision.to_dict() == {t: m["stages"][str(i)]["k_vision"]
+                                       for i, t in enumerate(cfg.stream.tasks, 1)}
     sens = store.table("sensitivity")
     assert sens.task.nunique() == 3
     sizes = expert_params(alloc, sens, r=2)  # from the stored tables alone

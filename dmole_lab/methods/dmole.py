@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..allocation import Allocation, allocate, module_scores
+from ..allocation import Allocation, allocate, mode_splits, module_scores
 from ..encode import Encoded
 from ..experts import ExpertConfig, Experts
 from ..probes.sensitivity import probe_batches, sensitivity
@@ -82,6 +82,11 @@ class DMoLE(ContinualMethod):
     def begin_task(self, model, t, task, data):
         """Probe, allocate, add t's experts, cache features and fit t's autoencoder."""
         alloc, table, probe_seconds = self.allocate(model, task, data)
+        c = self.cfg.dmole
+        # What every curriculum mode would have chosen here, next to the one used.
+        splits = mode_splits(module_scores(table, task, c.proxy), c.budget, c.vision_floor,
+                             list(self.history), c.towers)
+        splits = splits.assign(task=task, used=splits["curriculum"] == c.curriculum)
         self.history.append((alloc.split.s_vision, alloc.split.s_llm))
         experts = self._experts(model)
         paths = [self.anatomy.by_alias[a].path for ms in alloc.modules.values() for a in ms]
@@ -89,7 +94,6 @@ class DMoLE(ContinualMethod):
         start = time.perf_counter()
         experts.deactivate()
         self.train_z = representations(model, data, self.anatomy)
-        c = self.cfg.dmole
         ae = train_autoencoder(self.train_z, c.router_hidden, max_epochs=c.router_epochs,
                                quantile=c.router_quantile, seed=self.cfg.seed + t)
         self.router.add(task, ae)
@@ -102,7 +106,7 @@ class DMoLE(ContinualMethod):
                            "rho_vision": split.rho_vision, "expert_params": experts.n_params(task)}
         self.stage_extra = {"allocation": alloc.table().assign(stage=t, k_vision=split.k_vision,
                                                                k_llm=split.k_llm),
-                            "sensitivity": table}
+                            "sensitivity": table, "curriculum": splits}
         return model
 
     def trainable_parameters(self, model):
