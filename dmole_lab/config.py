@@ -186,6 +186,62 @@ class DMoleConfig:
 
 
 @dataclass(frozen=True)
+class LwfConfig:
+    """LwF-LoRA: distillation from the model after the previous task (method.md section 3)."""
+
+    weight: float = field(default=1.0, metadata=_help("lambda on the distillation term"))
+    temperature: float = field(default=2.0, metadata=_help("softmax temperature T"))
+
+
+@dataclass(frozen=True)
+class EwcConfig:
+    """EWC-LoRA: quadratic penalty weighted by an online diagonal Fisher (method.md section 3)."""
+
+    weight: float = field(default=5000.0, metadata=_help(
+        "lambda in (lambda/2) sum F (theta - theta*)^2"))
+    decay: float = field(default=1.0, metadata=_help("online Fisher: F = decay * F_old + F_task"))
+    fisher_batches: int = field(default=8, metadata=_help("batches that estimate the Fisher"))
+
+
+@dataclass(frozen=True)
+class OLoraConfig:
+    """O-LoRA: a LoRA per task kept orthogonal to the earlier ones (method.md section 3)."""
+
+    orth: float = field(default=0.5, metadata=_help("lambda1 on sum_i ||A_i A_t^T||_F^2"))
+    l2: float = field(default=0.0, metadata=_help("lambda2 on ||theta_t||^2"))
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    """A mixture of LoRA experts on every LoRA module (MoELoRA, sparse MoLE, MoLA; method.md
+    section 3). Defaults keep the trainable budget of sequential LoRA: E experts of rank r/E."""
+
+    experts: int = field(default=4, metadata=_help("experts per module (E)"))
+    r: int = field(default=1, metadata=_help("rank of each expert"))
+    alpha: float = field(default=8.0, metadata=_help("scaling numerator: alpha / (E r)"))
+    dropout: float = field(default=0.05, metadata=_help("dropout on the experts' input"))
+    top_k: int = field(default=0, metadata=_help("experts per token; 0 = dense softmax"))
+    balance: float = field(default=0.0, metadata=_help("load-balancing loss weight"))
+    layer_experts: tuple[int, ...] = field(default=(), metadata=_help(
+        "experts per depth slice, shallow to deep (MoLA: 2,4,6,8); empty = E everywhere"))
+
+
+@dataclass(frozen=True)
+class BranchConfig:
+    """BranchLoRA: shared trunk A, N branches B_i, per-task routers and keys (method.md
+    section 3)."""
+
+    branches: int = field(default=8, metadata=_help("up-projections B_i per module (N)"))
+    top_k: int = field(default=2, metadata=_help("branches per sample"))
+    r: int = field(default=4, metadata=_help("rank of the shared trunk A"))
+    alpha: float = field(default=8.0, metadata=_help("scaling numerator s = alpha / r"))
+    dropout: float = field(default=0.05, metadata=_help("dropout on the trunk's input"))
+    freeze: int = field(default=2, metadata=_help("most-used branches frozen after each task"))
+    train_trunk: bool = field(default=True, metadata=_help(
+        "keep training the shared A after the first task"))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a continual run depends on; its hash names the run folder."""
 
@@ -199,6 +255,14 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     dmole: DMoleConfig = field(default_factory=DMoleConfig)
+    lwf: LwfConfig = field(default_factory=LwfConfig)
+    ewc: EwcConfig = field(default_factory=EwcConfig)
+    olora: OLoraConfig = field(default_factory=OLoraConfig)
+    moelora: MixtureConfig = field(default_factory=MixtureConfig)
+    mole: MixtureConfig = field(default_factory=lambda: MixtureConfig(top_k=2, balance=0.01))
+    mola: MixtureConfig = field(default_factory=lambda: MixtureConfig(
+        top_k=2, balance=0.01, layer_experts=(2, 4, 6, 8)))
+    branch: BranchConfig = field(default_factory=BranchConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
@@ -382,15 +446,19 @@ def resolve_path(path: str) -> Path:
     return PROJECT_ROOT / p
 
 
-def describe(cfg_cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, help) for every field, for ``--help`` style listings."""
+def describe(cfg_cls: type = RunConfig, prefix: str = "",
+             defaults: Any = None) -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) for every field, for ``--help`` style listings.
+
+    A section's defaults are read from its parent's default instance, since sections of the
+    same class can default differently (``mole`` and ``mola`` are both MixtureConfig)."""
     rows = []
     hints = _resolve_types(cfg_cls)
-    defaults = cfg_cls()
+    defaults = cfg_cls() if defaults is None else defaults
     for f in fields(cfg_cls):
         tp = hints[f.name]
         if is_dataclass(tp):
-            rows += describe(tp, prefix + f.name + ".")
+            rows += describe(tp, prefix + f.name + ".", getattr(defaults, f.name))
         else:
             rows.append((prefix + f.name, _type_name(tp), getattr(defaults, f.name),
                          f.metadata.get("help", "")))
@@ -399,7 +467,8 @@ def describe(cfg_cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str
 
 __all__ = [
     "ConfigError", "RunConfig", "ModelConfig", "StreamConfig", "TrainConfig", "LoraConfig",
-    "EvalConfig", "ProbeConfig", "PretrainConfig", "apply_overrides", "build_config", "load_preset",
+    "EvalConfig", "ProbeConfig", "PretrainConfig", "LwfConfig", "EwcConfig", "OLoraConfig",
+    "MixtureConfig", "BranchConfig", "apply_overrides", "build_config", "load_preset",
     "parse_cli_overrides", "config_hash", "to_dict", "allowed_keys", "resolve_path",
     "list_presets", "describe", "DEFAULT_TASKS",
 ]

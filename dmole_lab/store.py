@@ -33,12 +33,16 @@ from .config import PROJECT_ROOT, RunConfig, config_hash, to_dict
 
 DEFAULT_EXCLUDE = ("runs_dir", "pretrain")
 #: Config sections read by one method only: they name that method's runs and no other's.
-METHOD_SECTIONS = {"dmole": "dmole"}
+METHOD_SECTIONS = {"dmole": "dmole", "lwf": "lwf", "ewc": "ewc", "o-lora": "olora",
+                   "moelora": "moelora", "mole": "mole", "mola": "mola",
+                   "branchlora": "branch"}
 
 
 def run_exclude(cfg: RunConfig) -> tuple[str, ...]:
     """Sections that do not change a continual run of ``cfg.method`` (kept out of its hash)."""
     return DEFAULT_EXCLUDE + tuple(s for m, s in METHOD_SECTIONS.items() if m != cfg.method)
+
+
 VERSIONED = ("dmole_lab", "torch", "transformers", "peft", "accelerate", "numpy", "pandas")
 
 

@@ -17,7 +17,7 @@ class ContinualMethod:
     """A continual-learning method, driven stage by stage by :func:`dmole_lab.continual.run`.
 
     The runner calls, for each task t (1-based): ``begin_task`` -> train the returned model's
-    ``trainable_parameters`` with ``extra_loss`` -> ``end_task``, which returns the model to
+    ``trainable_parameters`` on ``training_data`` with ``extra_loss`` -> ``end_task``, which returns the model to
     evaluate and the tensors to save. When a run resumes, ``restore_task`` replays a finished
     stage from those tensors instead of training it again.
     """
@@ -34,6 +34,13 @@ class ContinualMethod:
                    data: Encoded) -> torch.nn.Module:
         """Prepare ``model`` for training on task ``t``; returns the model to train."""
         raise NotImplementedError
+
+    def training_data(self, data: Encoded) -> Encoded:
+        """What the stage trains on, given task t's own data (called after ``begin_task``).
+
+        Task t's data by default; a method that replays earlier tasks returns its mix here.
+        """
+        return data
 
     def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
         """Parameters the optimiser updates during the current task."""
