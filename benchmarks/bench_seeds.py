@@ -21,21 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmole_lab.compare import mean_std, run_row
+from dmole_lab.compare import mean_std, parse_variant, run_row
 from dmole_lab.config import build_config, parse_cli_overrides
 from dmole_lab.continual import run
-
-
-def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
-    """``"dmole+dmole.routing=sample"`` -> ("dmole", {"dmole.routing": "sample"})."""
-    method, *extra = spec.split("+")
-    overrides = {}
-    for item in extra:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"variant {spec!r}: {item!r} is not key=value")
-        overrides[key] = value
-    return method, overrides
 
 
 def main(argv=None) -> int:
@@ -50,9 +38,10 @@ def main(argv=None) -> int:
     overrides = parse_cli_overrides(rest)
     rows = []
     for spec in args.variants.split(","):
-        method, extra = parse_variant(spec)
+        variant = parse_variant(spec)
         for seed in (int(s) for s in args.seeds.split(",")):
-            cfg = build_config(args.preset, {**overrides, **extra, "method": method,
+            cfg = build_config(args.preset, {**overrides, **variant.overrides,
+                                             "method": variant.method,
                                              "seed": seed})
             store = run(cfg, progress=False)
             rows.append({"variant": spec, **run_row(store)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import (
     ConfigError,
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         ("pretrain", "pre-train the embedded tiny model on the base mix"),
         ("run", "train a method over the stream and write its score matrix"),
         ("probe", "sensitivity of every task of the stream on the frozen base model"),
+        ("compare", "run methods x seeds (resumable, shardable) and write the comparison table"),
         ("report", "print and plot the score matrix and metrics of a finished run"),
         ("config", "print the resolved config (or --keys: every key with its help)"),
     ]:
@@ -44,6 +46,23 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--methods", default=None,
                             help="comma-separated methods run one after the other on the same "
                                  "stream and compared (replaces --method)")
+        if name == "compare":
+            sp.add_argument("--methods", default=None,
+                            help="comma-separated variants: a method, method+key=value..., or "
+                                 "an ablation dmole-v1..dmole-v4 (default: every peer)")
+            sp.add_argument("--no-ablations", action="store_true",
+                            help="leave out D-MoLE's ablations dmole-v1..v4")
+            sp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+            sp.add_argument("--shard", default="1/1",
+                            help="i/n: run only every n-th job from the i-th (split the work "
+                                 "over processes or machines sharing runs_dir)")
+            sp.add_argument("--threads", type=int, default=0,
+                            help="torch threads per process (0 = torch's default); 1 when "
+                                 "several shards share a small CPU")
+            sp.add_argument("--out", default=None,
+                            help="folder of the tables (default: <runs_dir>/compare-<preset>)")
+            sp.add_argument("--table-only", action="store_true",
+                            help="train nothing: write the table of the finished runs")
         if name == "report":
             sp.add_argument("--run-dir", default=None,
                             help="a run folder (default: the run of the preset + overrides)")
@@ -97,6 +116,71 @@ def _print_comparison(stores, cfg) -> None:
         print(table.round(2).to_string())
     for k, v in paths.items():
         print(f"{k}: {v}")
+
+
+def _cmd_compare(cfg, args) -> int:
+    import pandas as pd
+    import torch
+    from tqdm.auto import tqdm
+
+    from .compare import (
+        ABLATION_VARIANTS,
+        PEERS,
+        format_table,
+        jobs,
+        parse_shard,
+        parse_variant,
+        write_tables,
+    )
+    from .config import apply_overrides
+    from .continual import run
+    from .methods import check_method
+    from .store import RunStore
+
+    specs = args.methods.split(",") if args.methods else list(PEERS)
+    if not args.no_ablations and not args.methods:
+        specs += list(ABLATION_VARIANTS)
+    variants = [parse_variant(s) for s in specs if s.strip()]
+    for v in variants:  # every name checked before the first run starts
+        check_method(v.method)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r} must be comma-separated integers") from None
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    def cfg_of(variant, seed):
+        return apply_overrides(cfg, {**variant.overrides, "method": variant.method,
+                                     "seed": seed})
+
+    mine = [] if args.table_only else jobs(variants, seeds, parse_shard(args.shard))
+    for variant, seed in tqdm(mine, desc=f"compare shard {args.shard}", disable=args.quiet):
+        store = run(cfg_of(variant, seed), progress=not args.quiet)
+        print(f"finished {variant.name} seed {seed}: {store.root}", flush=True)
+    runs_dir = resolve_path(cfg.runs_dir)
+    done, missing = [], []
+    for variant, seed in jobs(variants, seeds):
+        store = RunStore(runs_dir / RunStore.run_name(cfg_of(variant, seed)))
+        ok = store.manifest_path.exists() and store.manifest().get("status") == "complete"
+        (done if ok else missing).append((variant, seed, store))
+    name = Path(args.preset or "default").stem
+    out = Path(args.out) if args.out else runs_dir / f"compare-{name}"
+    if not done:
+        print("no finished run yet: nothing to tabulate")
+        return 0
+    paths, table = write_tables(done, out, order=[v.name for v in variants])
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(f"\n{len(done)} of {len(done) + len(missing)} runs finished; mean +- std over "
+              "seeds (BWT divisor T-1, forgetting 'first'):")
+        print(format_table(table).to_string())
+    if missing:
+        print("missing: " + ", ".join(f"{v.name} (seed {s})" for v, s, _ in missing))
+    for k, v in paths.items():
+        print(f"{k}: {v}")
+    return 0
 
 
 def _cmd_probe(cfg, args) -> int:
@@ -181,7 +265,7 @@ def _cmd_config(cfg, args) -> int:
 
 
 COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "probe": _cmd_probe,
-            "report": _cmd_report,
+            "compare": _cmd_compare, "report": _cmd_report,
             "config": _cmd_config}
 
 

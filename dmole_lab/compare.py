@@ -1,19 +1,88 @@
-"""Finished runs side by side: headline metrics, router accuracy and cost, one row per run.
+"""Finished runs side by side: the reproduction table of methods x seeds (method.md section 4).
 
-Torch-free; reads run stores only. ``dmole-lab run --methods a,b`` and the benchmarks use it.
+Torch-free; reads run stores only. A *variant* is a method with optional config overrides
+(``"dmole+dmole.routing=sample"``, or ``"dmole-v1"`` for an ablation of method.md section 2);
+a *job* is a variant at one seed, i.e. one ordinary continual run. ``dmole-lab compare`` runs
+the jobs (resumable, shardable) and writes, from whatever runs are finished:
+
+- ``scores.parquet``: every run's score matrix, tidy (variant, method, seed, stage, eval_task,
+  value), so metrics can be recomputed under any convention without training;
+- ``runs.parquet``: per run, trainable parameters per task, training time and general-set scores;
+- ``table.parquet`` / ``table.md``: mean and std over seeds per variant of AVG, Last, BWT,
+  Forgetting, FWT, MFT, general-set retention, trainable parameters and training time.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .allocation import ABLATIONS
+from .metrics import matrix_from_scores, summary
 from .results import headline
-from .store import RunStore
+from .store import RunStore, write_table
 
 METRICS = ("AVG", "Last", "BWT", "MFT")
 COST = ("params_per_task", "training_seconds")
+
+#: The methods of the reproduction table (method.md sections 2-3): lower bounds, regularisers,
+#: architecture-based peers, the upper-bound reference, then D-MoLE.
+PEERS = ("seq-ft", "seq-lora", "lwf", "ewc", "o-lora", "moelora", "mole", "mola", "branchlora",
+         "multitask", "dmole")
+#: D-MoLE's ablations as variants named ``dmole-v1`` .. ``dmole-v4``.
+ABLATION_VARIANTS = tuple(f"dmole-{k}" for k in ABLATIONS)
+#: Columns of the comparison table, in order (method.md section 4; retention = general-set
+#: score after the last stage as a percentage of its zero-shot score).
+TABLE_METRICS = ("AVG", "Last", "BWT", "Forgetting", "FWT", "MFT", "General",
+                 "Retention", "params_per_task", "training_seconds")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A method and the config overrides that make it this variant."""
+
+    name: str
+    method: str
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+def parse_variant(spec: str) -> Variant:
+    """``"dmole"``, ``"dmole+dmole.routing=sample"`` or an ablation ``"dmole-v3"``."""
+    spec = spec.strip()
+    if spec.startswith("dmole-") and spec.removeprefix("dmole-") in ABLATIONS:
+        ab = ABLATIONS[spec.removeprefix("dmole-")]
+        return Variant(spec, "dmole", {f"dmole.{k}": v for k, v in ab.items()})
+    method, *extra = spec.split("+")
+    overrides = {}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"variant {spec!r}: {item!r} is not key=value")
+        overrides[key] = value
+    return Variant(spec, method, overrides)
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` (1 <= i <= n) -> (i, n); clear error otherwise."""
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"shard {spec!r} must look like i/n, e.g. 1/2") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"shard {spec!r}: i must be in 1..n (here 1..{n})")
+    return i, n
+
+
+def jobs(variants: list[Variant], seeds: list[int],
+         shard: tuple[int, int] = (1, 1)) -> list[tuple[Variant, int]]:
+    """Every variant x seed, seeds outermost (a partial run covers every method once first),
+    keeping every n-th job from the i-th for ``shard`` = (i, n)."""
+    every = [(v, s) for s in seeds for v in variants]
+    i, n = shard
+    return every[i - 1::n]
 
 
 def run_row(store: RunStore) -> dict:
@@ -46,6 +115,98 @@ def mean_std(table: pd.DataFrame, by: str = "method",
     agg = table.groupby(by, sort=False)[list(columns)].agg(["mean", "std"])
     return pd.DataFrame({c: [f"{agg.loc[g, (c, 'mean')]:.2f} +- {agg.loc[g, (c, 'std')]:.2f}"
                              for g in agg.index] for c in columns}, index=agg.index)
+
+
+# ------------------------------------------------------------------ the comparison tables
+
+
+def collect(done: list[tuple[Variant, int, RunStore]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(scores, runs) of finished runs: every score matrix in one tidy table, and one row of
+    cost and general-set scores per run."""
+    scores, runs = [], []
+    for variant, seed, store in done:
+        sm = store.summary("score_matrix")
+        scores.append(sm.assign(variant=variant.name, method=variant.method, seed=seed))
+        row = run_row(store)
+        general = sm[sm["eval_task"] == "general"].sort_values("stage")["value"]
+        runs.append({"variant": variant.name, "method": variant.method, "seed": seed,
+                     "run": store.root.name, "tasks": ",".join(store.manifest()["tasks"]),
+                     "router_accuracy": row["router_accuracy"],
+                     "params_per_task": row["params_per_task"],
+                     "training_seconds": row["training_seconds"],
+                     "general": float(general.iloc[-1]) if len(general) else np.nan,
+                     "general_zero_shot": float(general.iloc[0]) if len(general) else np.nan})
+    cols = ["variant", "method", "seed", "stage", "eval_task", "value"]
+    scores = pd.concat(scores)[cols] if scores else pd.DataFrame(columns=cols)
+    return scores.reset_index(drop=True), pd.DataFrame(runs)
+
+
+def run_metrics(scores: pd.DataFrame, runs: pd.DataFrame, bwt_divisor: str = "T-1",
+                forgetting_mode: str = "first") -> pd.DataFrame:
+    """One row per run (variant, seed): the metrics of method.md section 4 under the chosen
+    conventions, recomputed from the stored score matrices, plus general-set retention and
+    cost."""
+    rows = []
+    for r in runs.itertuples(index=False):
+        sm = scores[(scores["variant"] == r.variant) & (scores["seed"] == r.seed)]
+        A = matrix_from_scores(sm, r.tasks.split(","))
+        retention = (100.0 * r.general / r.general_zero_shot
+                     if r.general_zero_shot and np.isfinite(r.general_zero_shot) else np.nan)
+        rows.append({"variant": r.variant, "method": r.method, "seed": r.seed,
+                     **summary(A, bwt_divisor, forgetting_mode), "General": r.general,
+                     "Retention": retention, "params_per_task": r.params_per_task,
+                     "training_seconds": r.training_seconds})
+    return pd.DataFrame(rows)
+
+
+def method_table(per_run: pd.DataFrame, metrics: tuple[str, ...] = TABLE_METRICS,
+                 order: list[str] | None = None) -> pd.DataFrame:
+    """Mean, std and number of seeds per variant: columns (metric, mean|std) and ``seeds``."""
+    g = per_run.groupby("variant", sort=False)
+    table = g[list(metrics)].agg(["mean", "std"])
+    table[("seeds", "")] = g.size()
+    if order is not None:
+        table = table.reindex([v for v in order if v in table.index])
+    return table
+
+
+def format_table(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """"mean +- std" strings of :func:`method_table` (parameters and seconds as integers)."""
+    out = {}
+    for metric in dict.fromkeys(c for c, _ in table.columns if c != "seeds"):
+        d = 0 if metric in COST else digits
+        out[metric] = [f"{m:.{d}f} +- {s:.{d}f}" if np.isfinite(s) else f"{m:.{d}f}"
+                       for m, s in zip(table[(metric, "mean")], table[(metric, "std")])]
+    out["seeds"] = table["seeds"].astype(int).tolist()
+    return pd.DataFrame(out, index=table.index)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A pipe table of ``table`` (index as the first column)."""
+    head = [table.index.name or "", *map(str, table.columns)]
+    rows = [[str(i), *map(str, r)] for i, r in zip(table.index, table.itertuples(index=False))]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def write_tables(done: list[tuple[Variant, int, RunStore]], out: Path,
+                 order: list[str] | None = None) -> tuple[dict[str, Path], pd.DataFrame]:
+    """Write scores, runs and the method table of the finished runs under ``out``; returns
+    the paths and the table (:func:`method_table`, rows in ``order``)."""
+    out = Path(out)
+    scores, runs = collect(done)
+    paths = {"scores": out / "scores.parquet", "runs": out / "runs.parquet",
+             "table": out / "table.parquet", "table_md": out / "table.md"}
+    write_table(paths["scores"], scores)
+    write_table(paths["runs"], runs)
+    table = method_table(run_metrics(scores, runs), order=order)
+    flat = table.copy()
+    flat.columns = [f"{a}_{b}" if b else a for a, b in flat.columns]
+    write_table(paths["table"], flat.reset_index())
+    paths["table_md"].write_text(
+        "Mean +- std over seeds (BWT divisor T-1, forgetting 'first'; method.md section 4).\n\n"
+        + markdown(format_table(table)) + "\n")
+    return paths, table
 
 
 def write_comparison(stores: list[RunStore], out: Path) -> dict[str, Path]:

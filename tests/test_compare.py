@@ -1,0 +1,100 @@
+"""The comparison: variants, shards, metrics recomputed from stored matrices, the CLI."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmole_lab.cli import main
+from dmole_lab.compare import (
+    Variant,
+    format_table,
+    jobs,
+    method_table,
+    parse_shard,
+    parse_variant,
+    run_metrics,
+)
+
+
+def test_variants_name_methods_overrides_and_ablations():
+    assert parse_variant("dmole+dmole.r=4") == Variant("dmole+dmole.r=4", "dmole",
+                                                       {"dmole.r": "4"})
+    assert parse_variant("dmole-v1") == Variant("dmole-v1", "dmole", {"dmole.towers": "llm"})
+    assert parse_variant("dmole-v4").overrides == {"dmole.allocator": "uniform"}
+    assert parse_variant("seq-lora") == Variant("seq-lora", "seq-lora", {})
+    with pytest.raises(ValueError, match="'dmole.r' is not key=value"):
+        parse_variant("dmole+dmole.r")
+
+
+def test_shards_partition_the_jobs():
+    vs = [parse_variant(v) for v in ("a", "b", "c")]
+    every = jobs(vs, [0, 1])
+    assert [(v.name, s) for v, s in every[:3]] == [("a", 0), ("b", 0), ("c", 0)]
+    parts = [jobs(vs, [0, 1], (i, 4)) for i in range(1, 5)]
+    assert sorted(sum(parts, []), key=every.index) == every
+    assert sum(map(len, parts)) == len(every) == 6
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("0/2", "3/2", "1-2", "x/2"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+
+
+def _scores(variant, seed, A, general=(80.0, 40.0)):
+    tasks = [f"t{i}" for i in range(A.shape[1])]
+    rows = [{"variant": variant, "method": variant, "seed": seed, "stage": t, "eval_task": task,
+             "value": A[t, i]} for t in range(A.shape[0]) for i, task in enumerate(tasks)]
+    rows += [{"variant": variant, "method": variant, "seed": seed, "stage": t,
+              "eval_task": "general", "value": general[0] if t == 0 else general[1]}
+             for t in range(A.shape[0])]
+    run = {"variant": variant, "method": variant, "seed": seed, "tasks": ",".join(tasks),
+           "params_per_task": 10.0, "training_seconds": 5.0 + seed,
+           "general": general[1], "general_zero_shot": general[0]}
+    return pd.DataFrame(rows), run
+
+
+def test_method_table_recomputes_metrics_by_hand():
+    # Two tasks. Seed 0: a[1,0]=60 -> a[2,0]=40 (BWT -20); seed 1: 60 -> 50 (BWT -10).
+    A0 = np.array([[10.0, 5.0], [60.0, 5.0], [40.0, 70.0]])
+    A1 = np.array([[10.0, 5.0], [60.0, 20.0], [50.0, 70.0]])
+    s0, r0 = _scores("m", 0, A0)
+    s1, r1 = _scores("m", 1, A1)
+    per_run = run_metrics(pd.concat([s0, s1]), pd.DataFrame([r0, r1]))
+    assert per_run.BWT.tolist() == [-20.0, -10.0]
+    assert per_run.Last.tolist() == [55.0, 60.0]
+    assert per_run.AVG.tolist() == [(60 + 55) / 2, (60 + 60) / 2]
+    assert per_run.FWT.tolist() == [0.0, 15.0]  # a[1, 1] - b_1
+    assert per_run.Retention.tolist() == [50.0, 50.0]
+    by_t = run_metrics(pd.concat([s0, s1]), pd.DataFrame([r0, r1]), bwt_divisor="T")
+    assert by_t.BWT.tolist() == [-10.0, -5.0]
+    table = method_table(per_run)
+    assert table.loc["m", ("BWT", "mean")] == -15.0
+    assert table.loc["m", ("BWT", "std")] == pytest.approx(np.std([-20, -10], ddof=1))
+    assert table.loc["m", "seeds"].item() == 2
+    text = format_table(table)
+    assert text.loc["m", "BWT"] == "-15.0 +- 7.1" and text.loc["m", "params_per_task"] == "10 +- 0"
+
+
+def test_compare_command_runs_shards_and_tabulates(smoke_overrides, tmp_path, capsys):
+    argv = [f"--{k}={v}" for k, v in smoke_overrides.items()] + ["--train.max_steps=2"]
+    out = tmp_path / "cmp"
+    common = ["compare", "--quiet", "--methods", "seq-lora,seq-ft", "--seeds", "0",
+              "--out", str(out), "--threads", "1"]
+    assert main([*common, "--shard", "1/2", *argv]) == 0
+    text = capsys.readouterr().out
+    assert "1 of 2 runs finished" in text and "missing: seq-ft (seed 0)" in text
+    assert main([*common, "--shard", "2/2", *argv]) == 0
+    text = capsys.readouterr().out
+    assert "2 of 2 runs finished" in text and "missing" not in text
+    table = pd.read_parquet(out / "table.parquet")
+    assert table.variant.tolist() == ["seq-lora", "seq-ft"]
+    assert {"AVG_mean", "BWT_std", "Retention_mean", "params_per_task_mean",
+            "training_seconds_mean", "seeds"} <= set(table.columns)
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert set(scores.variant) == {"seq-lora", "seq-ft"} and (scores.stage.max() == 3)
+    assert "| seq-lora |" in (out / "table.md").read_text()
+    runs_before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/manifest.json"))
+    assert main([*common, "--table-only", *argv]) == 0  # nothing retrained
+    runs_after = sorted(p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/manifest.json"))
+    assert runs_before == runs_after
+    assert main(["compare", "--methods", "nope", *argv]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
