@@ -332,3 +332,67 @@ def tower_ratio_bars(ratios: dict[str, pd.DataFrame], ax=None, title: str | None
     if title:
         ax.set_title(title)
     return fig
+
+
+def _seed_mean(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of every (variant, stage, eval_task) score."""
+    return (scores.groupby(["variant", "stage", "eval_task"], sort=False)["value"]
+            .agg(["mean", "std"]).reset_index())
+
+
+def task_curves_by_method(scores: pd.DataFrame, task: str, tasks: list[str],
+                          variants: list[str] | None = None, ax=None,
+                          title: str | None = None):
+    """Forgetting curves of one task: its score after every stage, one line per variant (mean
+    over seeds, band = +- std); the dotted line marks the stage that trains the task."""
+    if task not in tasks:
+        raise ValueError(f"unknown task {task!r}; tasks: {', '.join(tasks)}")
+    fig, ax = _ax(ax, figsize=(7, 4))
+    stats = _seed_mean(scores[scores["eval_task"] == task])
+    for v in variants or list(dict.fromkeys(stats["variant"])):
+        d = stats[stats["variant"] == v].sort_values("stage")
+        line, = ax.plot(d["stage"], d["mean"], marker="o", ms=3, label=v)
+        sd = d["std"].fillna(0.0)
+        ax.fill_between(d["stage"], d["mean"] - sd, d["mean"] + sd, color=line.get_color(),
+                        alpha=0.15, lw=0)
+    ax.axvline(tasks.index(task) + 1, color="grey", ls=":", lw=1)
+    ax.set_xticks(range(len(tasks) + 1))
+    ax.set_xlabel("stage (0 = zero-shot)")
+    ax.set_ylabel(f"score on {task}")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title or f"{task}: score across the stream (mean +- std over seeds)")
+    return fig
+
+
+def score_matrix_grid(scores: pd.DataFrame, tasks: list[str], variants: list[str],
+                      ncols: int = 3):
+    """Seed-mean score matrices of ``variants`` side by side (one heatmap each)."""
+    stats = _seed_mean(scores).rename(columns={"mean": "value"})
+    nrows = -(-len(variants) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 5 * nrows), squeeze=False)
+    for ax, v in zip(axes.flat, variants):
+        score_matrix_heatmap(stats[stats["variant"] == v], tasks, ax=ax, title=v,
+                             general=False)
+    for ax in list(axes.flat)[len(variants):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(table: pd.DataFrame, metrics: tuple[str, ...] = ("AVG", "Last", "BWT"),
+                ax=None, title: str | None = None):
+    """Grouped bars of a method table (``compare.method_table``): one group per variant, one
+    bar per metric, error bars = std over seeds."""
+    fig, ax = _ax(ax, figsize=(max(6, 0.9 * len(table)), 4))
+    width = 0.8 / len(metrics)
+    x = np.arange(len(table))
+    for k, m in enumerate(metrics):
+        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, table[(m, "mean")],
+               width, yerr=table[(m, "std")].fillna(0.0), label=m, capsize=2)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xticks(x, table.index, rotation=45, ha="right")
+    ax.legend(fontsize=8)
+    ax.set_ylabel("score (0-100)")
+    if title:
+        ax.set_title(title)
+    return fig

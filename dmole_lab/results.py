@@ -105,3 +105,46 @@ def open_or_run(name: str, method: str, recompute: bool = False, preset: str = "
     from .continual import run
 
     return run(build_config(preset, {**(overrides or {}), "method": method}))
+
+
+COMPARISON_FILES = ("scores.parquet", "runs.parquet", "table.parquet", "table.md")
+
+
+def ship_comparison(folder: Path, name: str, results_dir: Path | None = None) -> Path:
+    """Copy the tables ``dmole-lab compare`` wrote in ``folder`` to ``results/<name>``."""
+    dest = Path(results_dir or RESULTS_DIR) / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in COMPARISON_FILES:
+        shutil.copy2(Path(folder) / f, dest / f)
+    return dest
+
+
+def open_comparison(name: str, results_dir: Path | None = None):
+    """(scores, runs) of a shipped comparison (see :mod:`dmole_lab.compare`)."""
+    import pandas as pd
+
+    root = Path(results_dir or RESULTS_DIR) / name
+    if not (root / "scores.parquet").is_file():
+        raise FileNotFoundError(f"no stored comparison {name!r} in {root.parent}")
+    return pd.read_parquet(root / "scores.parquet"), pd.read_parquet(root / "runs.parquet")
+
+
+def open_or_compare(name: str, recompute: bool = False, preset: str = "tiny",
+                    overrides: dict | None = None, methods: str | None = None,
+                    seeds: str = "0,1,2"):
+    """The shipped comparison ``name``; or, with ``recompute``, ``dmole-lab compare`` of
+    ``methods`` x ``seeds`` on ``preset`` with ``overrides`` (finished runs reused)."""
+    if not recompute:
+        return open_comparison(name)
+    import tempfile
+
+    from .cli import main
+
+    out = Path(tempfile.mkdtemp(prefix="compare-"))
+    argv = ["compare", "--quiet", "--preset", preset, "--seeds", seeds, "--out", str(out)]
+    if methods:
+        argv += ["--methods", methods]
+    argv += [f"--{k}={v}" for k, v in (overrides or {}).items()]
+    if main(argv) != 0:
+        raise RuntimeError(f"dmole-lab {' '.join(argv)} failed")
+    return open_comparison(out.name, out.parent)

@@ -193,3 +193,49 @@ class AllocationExplorer(_Explorer):
             lines.append("no stored run with these settings; produce one with "
                          f"<code>{run_command(self.preset, self.settings())}</code>")
         return "<br>".join(lines)
+
+
+class ComparisonExplorer(_Explorer):
+    """Forgetting curves and the method table of a stored comparison (``dmole-lab compare``).
+
+    Pick the variants, the task whose curve is drawn, and the metric conventions of method.md
+    section 4 (BWT divisor T-1 or T, forgetting "first" or "max"). The per-run metrics of all
+    four conventions are computed once, from the stored score matrices, when the explorer is
+    built; a change of a control only filters and redraws.
+    """
+
+    def __init__(self, scores: pd.DataFrame, runs: pd.DataFrame,
+                 variants: list[str] | None = None, task: str | None = None):
+        from .compare import run_metrics
+        from .metrics import BWT_DIVISORS, FORGETTING_MODES
+
+        self.scores, self.runs = scores, runs
+        self.tasks = runs["tasks"].iloc[0].split(",")
+        every = list(dict.fromkeys(runs["variant"]))
+        self.per_run = {(d, f): run_metrics(scores, runs, d, f)
+                        for d in BWT_DIVISORS for f in FORGETTING_MODES}
+        self.variants = W.SelectMultiple(options=every, value=tuple(variants or every),
+                                         description="methods", rows=min(8, len(every)))
+        self.task = W.Dropdown(options=self.tasks, value=task or self.tasks[0],
+                               description="task")
+        self.bwt_divisor = W.ToggleButtons(options=list(BWT_DIVISORS), value="T-1",
+                                           description="BWT / ")
+        self.forgetting = W.ToggleButtons(options=list(FORGETTING_MODES), value="first",
+                                          description="forgetting")
+        self.table_view = W.HTML()
+        self.table = None
+        super().__init__([self.variants, self.task, self.bwt_divisor, self.forgetting])
+        self.widget.children = (W.HBox([self.variants, W.VBox([self.task, self.bwt_divisor,
+                                                               self.forgetting])]),
+                                self.output, self.table_view)
+        self.redraw()
+
+    def draw(self):
+        """The chosen task's curves; the table under the figure follows the conventions."""
+        from .compare import format_table, method_table
+
+        chosen = list(self.variants.value)
+        per_run = self.per_run[(self.bwt_divisor.value, self.forgetting.value)]
+        self.table = method_table(per_run[per_run["variant"].isin(chosen)], order=chosen)
+        self.table_view.value = format_table(self.table).to_html()
+        return plots.task_curves_by_method(self.scores, self.task.value, self.tasks, chosen)

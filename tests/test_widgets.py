@@ -101,3 +101,30 @@ def test_allocation_explorer_recomputes_and_finds_stored_runs(tmp_path):
     assert "vision floor 1.00" in ex.figure._suptitle.get_text()
     ex.curriculum.value = "none"
     assert "curriculum none" in ex.figure._suptitle.get_text()
+
+
+def test_comparison_explorer_follows_methods_task_and_conventions():
+    from dmole_lab.widgets import ComparisonExplorer
+    from tests.test_compare import _scores
+
+    # Three tasks; task t0 drops from 60 to 30 (max 60) for "a", from 60 to 50 for "b".
+    A = np.array([[0.0, 0, 0], [60, 0, 0], [40, 70, 0], [30, 50, 80]])
+    B = np.array([[0.0, 0, 0], [60, 0, 0], [55, 70, 0], [50, 70, 80]])
+    parts = [_scores(v, s, M + s) for v, M in (("a", A), ("b", B)) for s in (0, 1)]
+    scores = pd.concat([p[0] for p in parts])
+    runs = pd.DataFrame([p[1] for p in parts])
+    ex = ComparisonExplorer(scores, runs)
+    assert ex.table.index.tolist() == ["a", "b"]
+    assert ex.table.loc["a", ("BWT", "mean")] == pytest.approx((-30 - 20) / 2)
+    lines = ex.figure.axes[0].get_lines()
+    assert [ln.get_label() for ln in lines[:2]] == ["a", "b"]
+    np.testing.assert_allclose(lines[0].get_ydata(), [0.5, 60.5, 40.5, 30.5])  # seed mean
+    ex.bwt_divisor.value = "T"
+    assert ex.table.loc["a", ("BWT", "mean")] == pytest.approx((-30 - 20) / 3)
+    ex.forgetting.value = "max"  # t1 peaks at 70 after stage 2 for "a"
+    assert ex.table.loc["a", ("Forgetting", "mean")] == pytest.approx((30 + 20) / 2)
+    ex.variants.value = ("b",)
+    assert ex.table.index.tolist() == ["b"] and "b" in ex.table_view.value
+    ex.task.value = "t1"
+    np.testing.assert_allclose(ex.figure.axes[0].get_lines()[0].get_ydata(),
+                               [0.5, 0.5, 70.5, 70.5])
