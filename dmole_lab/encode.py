@@ -121,3 +121,39 @@ def to_device(batch: dict[str, torch.Tensor], device, dtype=None) -> dict[str, t
             v = v.to(dtype)
         out[k] = v
     return out
+
+
+def subset(enc: Encoded, idx: np.ndarray | list[int]) -> Encoded:
+    """The samples ``idx`` of ``enc`` (in that order, repeats allowed) as a new Encoded."""
+    idx = [int(i) for i in idx]
+    rows = torch.as_tensor(idx, dtype=torch.long)
+    return Encoded([enc.samples[i] for i in idx], [enc.prompt_ids[i] for i in idx],
+                   [enc.answer_ids[i] for i in idx],
+                   {k: v[rows] for k, v in enc.image_inputs.items()}, enc.pad_id)
+
+
+def concat(parts: list[Encoded]) -> Encoded:
+    """``parts`` one after the other; image tensors are concatenated along dim 0 (samples).
+
+    Raises ValueError if the parts were encoded differently: another pad id, other image
+    input names, or image tensors whose per-sample shapes differ.
+    """
+    if not parts:
+        raise ValueError("concat needs at least one Encoded")
+    first = parts[0]
+    for p in parts[1:]:
+        if p.pad_id != first.pad_id:
+            raise ValueError(f"pad ids differ ({first.pad_id} vs {p.pad_id}): the parts were "
+                             "encoded by different tokenizers")
+        if p.image_inputs.keys() != first.image_inputs.keys():
+            raise ValueError(f"image inputs differ: {sorted(first.image_inputs)} vs "
+                             f"{sorted(p.image_inputs)}")
+        for k, v in p.image_inputs.items():
+            if v.shape[1:] != first.image_inputs[k].shape[1:]:
+                raise ValueError(f"image input {k!r} has per-sample shape {tuple(v.shape[1:])}"
+                                 f", not {tuple(first.image_inputs[k].shape[1:])}")
+    return Encoded([s for p in parts for s in p.samples],
+                   [x for p in parts for x in p.prompt_ids],
+                   [x for p in parts for x in p.answer_ids],
+                   {k: torch.cat([p.image_inputs[k] for p in parts]) for k in first.image_inputs},
+                   first.pad_id)

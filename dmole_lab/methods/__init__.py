@@ -1,6 +1,14 @@
 """Continual methods. Importing this package registers every method."""
 
-from . import dmole, seq_ft, seq_lora  # noqa: F401  (register "dmole", "seq-ft", "seq-lora")
+from . import (  # noqa: F401
+    dmole,  # "dmole"
+    ewc,  # "ewc"
+    lwf,  # "lwf"
+    multitask,  # "multitask"
+    olora,  # "o-lora"
+    seq_ft,  # "seq-ft"
+    seq_lora,  # "seq-lora"
+)
 from .base import METHODS, ContinualMethod, check_method, make_method, register
 
 __all__ = ["METHODS", "ContinualMethod", "check_method", "make_method", "register"]
