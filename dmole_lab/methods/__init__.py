@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     dmole,  # "dmole"
     ewc,  # "ewc"
     lwf,  # "lwf"
+    mixture,  # "moelora", "mole", "mola"
     multitask,  # "multitask"
     olora,  # "o-lora"
     seq_ft,  # "seq-ft"
