@@ -157,8 +157,16 @@ def _cmd_compare(cfg, args) -> int:
                                      "seed": seed})
 
     mine = [] if args.table_only else jobs(variants, seeds, parse_shard(args.shard))
+    failed = []
     for variant, seed in tqdm(mine, desc=f"compare shard {args.shard}", disable=args.quiet):
-        store = run(cfg_of(variant, seed), progress=not args.quiet)
+        try:
+            store = run(cfg_of(variant, seed), progress=not args.quiet)
+        except Exception:  # one broken job must not cost the rest of a long sweep
+            import traceback
+
+            traceback.print_exc()
+            failed.append(f"{variant.name} (seed {seed})")
+            continue
         print(f"finished {variant.name} seed {seed}: {store.root}", flush=True)
     runs_dir = resolve_path(cfg.runs_dir)
     done, missing = [], []
@@ -170,7 +178,7 @@ def _cmd_compare(cfg, args) -> int:
     out = Path(args.out) if args.out else runs_dir / f"compare-{name}"
     if not done:
         print("no finished run yet: nothing to tabulate")
-        return 0
+        return 1 if failed else 0
     paths, table = write_tables(done, out, order=[v.name for v in variants])
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(f"\n{len(done)} of {len(done) + len(missing)} runs finished; mean +- std over "
@@ -180,6 +188,9 @@ def _cmd_compare(cfg, args) -> int:
         print("missing: " + ", ".join(f"{v.name} (seed {s})" for v, s, _ in missing))
     for k, v in paths.items():
         print(f"{k}: {v}")
+    if failed:
+        print("failed (traceback above): " + ", ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 
