@@ -15,6 +15,10 @@ reads the per-stage timings the runner records:
 
 Each pair gives one ratio; the median over pairs is reported. Writes
 benchmarks/results/dmole_speed.json.
+
+``--reuse SEEDS`` (e.g. ``0,1,2``) instead reads the pairs of finished runs of those seeds under
+the preset's ``runs_dir`` (running any that is missing there), such as the D-MoLE and
+sequential-LoRA runs of ``dmole-lab compare``, which ran side by side in one sweep.
 """
 
 from __future__ import annotations
@@ -49,15 +53,20 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="dmole / seq-lora pairs")
     p.add_argument("--json", default=str(Path(__file__).with_name("results")
                                           / "dmole_speed.json"))
+    p.add_argument("--reuse", default=None,
+                   help="comma-separated seeds: read finished runs under runs_dir instead")
     args, rest = p.parse_known_args(argv)
     overrides = parse_cli_overrides(rest)
     runs = []
-    for r in range(args.repeats):
+    pairs = ([{"seed": int(s)} for s in args.reuse.split(",")] if args.reuse
+             else [{} for _ in range(args.repeats)])
+    for r, extra in enumerate(pairs):
         pair = {}
         for method in METHODS:
             with tempfile.TemporaryDirectory() as tmp:
-                cfg = build_config(args.preset, {**overrides, "method": method,
-                                                 "runs_dir": tmp})
+                where = {} if args.reuse else {"runs_dir": tmp}
+                cfg = build_config(args.preset, {**overrides, **extra, **where,
+                                                 "method": method})
                 store = run(cfg, progress=False)
                 pair[method] = stage_timings(store.manifest()["stages"])
             print(f"pair {r} {method}: " + ", ".join(
@@ -66,7 +75,8 @@ def main(argv=None) -> int:
     probe_share = [p["dmole"]["probe_seconds"] / p["dmole"]["training_seconds"] for p in runs]
     ratio = [p["dmole"]["training_seconds"] / p["seq-lora"]["training_seconds"] for p in runs]
     result = {
-        "preset": args.preset, "repeats": args.repeats, "runs": runs,
+        "preset": args.preset, "repeats": len(runs), "reused_seeds": args.reuse,
+        "runs": runs,
         "probe_share_pct": round(100 * statistics.median(probe_share), 2),
         "wall_ratio_dmole_over_seq_lora": round(statistics.median(ratio), 3),
         "targets": {"probe_share_pct": 1.0, "wall_ratio_dmole_over_seq_lora": 0.8},

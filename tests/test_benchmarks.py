@@ -92,3 +92,15 @@ def test_bench_seeds_smoke(smoke_overrides, tmp_path, monkeypatch):
     again = pd.DataFrame(json.loads(out.read_text())["runs"])
     assert out.stat().st_mtime_ns > first
     pd.testing.assert_frame_equal(again, runs)  # same timings: read back, not re-measured
+
+
+def test_bench_dmole_speed_reuses_finished_runs(smoke_overrides, tmp_path, monkeypatch):
+    out = tmp_path / "speed.json"
+    argv = ["--preset", "smoke", "--json", str(out), "--reuse", "0",
+            *_overrides(smoke_overrides), "--train.max_steps=2", "--dmole.router_epochs=2",
+            "--eval.max_new_tokens=2"]
+    _run("bench_dmole_speed.py", argv, monkeypatch)
+    first = json.loads(out.read_text())
+    assert first["reused_seeds"] == "0" and len(list((tmp_path / "runs").iterdir())) == 2
+    _run("bench_dmole_speed.py", argv, monkeypatch)  # read back, not re-measured
+    assert json.loads(out.read_text())["runs"] == first["runs"]

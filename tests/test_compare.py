@@ -98,3 +98,14 @@ def test_compare_command_runs_shards_and_tabulates(smoke_overrides, tmp_path, ca
     assert runs_before == runs_after
     assert main(["compare", "--methods", "nope", *argv]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_compare_goes_on_after_a_failing_job(smoke_overrides, tmp_path, capsys):
+    argv = [f"--{k}={v}" for k, v in smoke_overrides.items()] + ["--train.max_steps=1"]
+    code = main(["compare", "--quiet", "--methods", "mole+mole.top_k=9,seq-lora", "--seeds",
+                 "0", "--out", str(tmp_path / "cmp"), *argv])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "failed (traceback above): mole+mole.top_k=9 (seed 0)" in captured.err
+    assert "top_k" in captured.err  # the traceback names the bad value
+    assert "1 of 2 runs finished" in captured.out  # seq-lora still ran
