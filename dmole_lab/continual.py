@@ -76,7 +76,8 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
         recorders = ()
         if cfg.probe.record_training:
             recorders = (TowerDynamics(model, anatomy, cfg.probe.record_every),)
-        log = train_stage(model, method.training_data(train_data), params, cfg.train, stage_seed(cfg.seed, t),
+        log = train_stage(model, method.training_data(train_data), params, cfg.train,
+                          stage_seed(cfg.seed, t),
                           extra_loss=method.extra_loss,
                           callbacks=method.callbacks() + recorders + tuple(callbacks),
                           desc=f"stage {t}: {task}", progress=progress)

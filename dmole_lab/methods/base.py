@@ -17,9 +17,9 @@ class ContinualMethod:
     """A continual-learning method, driven stage by stage by :func:`dmole_lab.continual.run`.
 
     The runner calls, for each task t (1-based): ``begin_task`` -> train the returned model's
-    ``trainable_parameters`` on ``training_data`` with ``extra_loss`` -> ``end_task``, which returns the model to
-    evaluate and the tensors to save. When a run resumes, ``restore_task`` replays a finished
-    stage from those tensors instead of training it again.
+    ``trainable_parameters`` on ``training_data`` with ``extra_loss`` -> ``end_task``, which
+    returns the model to evaluate and the tensors to save. When a run resumes, ``restore_task``
+    replays a finished stage from those tensors instead of training it again.
     """
 
     name = "base"
