@@ -1,6 +1,7 @@
 """Continual methods. Importing this package registers every method."""
 
 from . import (  # noqa: F401
+    branchlora,  # "branchlora"
     dmole,  # "dmole"
     ewc,  # "ewc"
     lwf,  # "lwf"
