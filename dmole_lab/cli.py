@@ -156,9 +156,18 @@ def _cmd_compare(cfg, args) -> int:
         return apply_overrides(cfg, {**variant.overrides, "method": variant.method,
                                      "seed": seed})
 
+    runs_dir = resolve_path(cfg.runs_dir)
+
+    def finished(variant, seed) -> RunStore | None:
+        store = RunStore(runs_dir / RunStore.run_name(cfg_of(variant, seed)))
+        ok = store.manifest_path.exists() and store.manifest().get("status") == "complete"
+        return store if ok else None
+
     mine = [] if args.table_only else jobs(variants, seeds, parse_shard(args.shard))
     failed = []
     for variant, seed in tqdm(mine, desc=f"compare shard {args.shard}", disable=args.quiet):
+        if finished(variant, seed):  # not even reloaded: a sweep restarts in seconds
+            continue
         try:
             store = run(cfg_of(variant, seed), progress=not args.quiet)
         except Exception:  # one broken job must not cost the rest of a long sweep
@@ -168,12 +177,13 @@ def _cmd_compare(cfg, args) -> int:
             failed.append(f"{variant.name} (seed {seed})")
             continue
         print(f"finished {variant.name} seed {seed}: {store.root}", flush=True)
-    runs_dir = resolve_path(cfg.runs_dir)
     done, missing = [], []
     for variant, seed in jobs(variants, seeds):
-        store = RunStore(runs_dir / RunStore.run_name(cfg_of(variant, seed)))
-        ok = store.manifest_path.exists() and store.manifest().get("status") == "complete"
-        (done if ok else missing).append((variant, seed, store))
+        store = finished(variant, seed)
+        if store is None:
+            missing.append((variant, seed))
+        else:
+            done.append((variant, seed, store))
     name = Path(args.preset or "default").stem
     out = Path(args.out) if args.out else runs_dir / f"compare-{name}"
     if not done:
@@ -185,7 +195,7 @@ def _cmd_compare(cfg, args) -> int:
               "seeds (BWT divisor T-1, forgetting 'first'):")
         print(format_table(table).to_string())
     if missing:
-        print("missing: " + ", ".join(f"{v.name} (seed {s})" for v, s, _ in missing))
+        print("missing: " + ", ".join(f"{v.name} (seed {s})" for v, s in missing))
     for k, v in paths.items():
         print(f"{k}: {v}")
     if failed:
