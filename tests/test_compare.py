@@ -94,7 +94,7 @@ def test_compare_command_runs_shards_and_tabulates(smoke_overrides, tmp_path, ca
     assert "| seq-lora |" in (out / "table.md").read_text()
     runs_before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/manifest.json"))
     assert main([*common, "--table-only", *argv]) == 0  # nothing retrained
-    assert main([*common, "--shard", "1/2", *argv]) == 0  # finished runs are not reopened
+    assert main([*common, "--shard", "1/2", *argv]) == 0  # finished runs are not even reopened
     runs_after = sorted(p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/manifest.json"))
     assert runs_before == runs_after
     assert main(["compare", "--methods", "nope", *argv]) == 2
