@@ -110,13 +110,36 @@ def open_or_run(name: str, method: str, recompute: bool = False, preset: str = "
 COMPARISON_FILES = ("scores.parquet", "runs.parquet", "table.parquet", "table.md")
 
 
-def ship_comparison(folder: Path, name: str, results_dir: Path | None = None) -> Path:
-    """Copy the tables ``dmole-lab compare`` wrote in ``folder`` to ``results/<name>``."""
+#: What a comparison keeps of each finished run: enough to tabulate it and to skip it when the
+#: sweep resumes elsewhere (no predictions, no weights).
+LIGHT_RUN_FILES = ("manifest.json", "tables/score_matrix.parquet", "tables/metrics.parquet")
+
+
+def ship_comparison(folder: Path, name: str, runs: list[Path] = (),
+                    results_dir: Path | None = None) -> Path:
+    """Copy the tables ``dmole-lab compare`` wrote in ``folder`` to ``results/<name>``, and the
+    light part of each finished run folder in ``runs`` to ``results/<name>/runs/``."""
     dest = Path(results_dir or RESULTS_DIR) / name
     dest.mkdir(parents=True, exist_ok=True)
     for f in COMPARISON_FILES:
         shutil.copy2(Path(folder) / f, dest / f)
+    for run in runs:
+        for f in LIGHT_RUN_FILES:
+            (dest / "runs" / Path(run).name / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(run) / f, dest / "runs" / Path(run).name / f)
     return dest
+
+
+def unpack_runs(name: str, runs_dir: Path, results_dir: Path | None = None) -> list[Path]:
+    """Copy the light run folders shipped with comparison ``name`` into ``runs_dir`` (those not
+    there yet), so that a sweep resumed on a fresh clone skips them; returns what it copied."""
+    src = Path(results_dir or RESULTS_DIR) / name / "runs"
+    copied = []
+    for run in sorted(src.iterdir()) if src.is_dir() else ():
+        if not (Path(runs_dir) / run.name).exists():
+            shutil.copytree(run, Path(runs_dir) / run.name)
+            copied.append(Path(runs_dir) / run.name)
+    return copied
 
 
 def open_comparison(name: str, results_dir: Path | None = None):

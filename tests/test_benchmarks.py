@@ -104,3 +104,32 @@ def test_bench_dmole_speed_reuses_finished_runs(smoke_overrides, tmp_path, monke
     assert first["reused_seeds"] == "0" and len(list((tmp_path / "runs").iterdir())) == 2
     _run("bench_dmole_speed.py", argv, monkeypatch)  # read back, not re-measured
     assert json.loads(out.read_text())["runs"] == first["runs"]
+
+
+def test_bench_compare_shards_ship_and_resume_elsewhere(smoke_overrides, tmp_path, monkeypatch,
+                                                        capsys):
+    from dmole_lab.cli import main
+    from dmole_lab.results import open_comparison, ship_comparison, unpack_runs
+
+    out = tmp_path / "compare.json"
+    argv = ["--preset", "smoke", "--methods", "seq-lora,seq-ft", "--seeds", "0", "--shards",
+            "2", "--json", str(out), *_overrides(smoke_overrides), "--train.max_steps=1"]
+    _run("bench_compare.py", argv, monkeypatch)
+    result = json.loads(out.read_text())
+    assert result["runs"] == 2 and result["wall_seconds"] > 0
+    assert "| seq-lora |" in result["table"] and "| seq-ft |" in result["table"]
+    folder = tmp_path / "runs" / "compare-smoke"
+    runs = pd.read_parquet(folder / "runs.parquet")
+    dest = ship_comparison(folder, "shipped", [tmp_path / "runs" / r for r in runs.run],
+                           results_dir=tmp_path / "results")
+    scores, shipped_runs = open_comparison("shipped", tmp_path / "results")
+    assert set(scores.variant) == {"seq-lora", "seq-ft"} and len(shipped_runs) == 2
+    assert not list(dest.rglob("*.safetensors"))  # light: no weights travel
+    # A fresh clone: the shipped runs count as finished, nothing is retrained.
+    fresh = tmp_path / "fresh"
+    assert len(unpack_runs("shipped", fresh, tmp_path / "results")) == 2
+    assert main(["compare", "--quiet", "--preset", "smoke", "--methods", "seq-lora,seq-ft",
+                 "--seeds", "0", "--out", str(tmp_path / "again"), *_overrides(smoke_overrides),
+                 "--train.max_steps=1", f"--runs_dir={fresh}"]) == 0
+    assert "2 of 2 runs finished" in capsys.readouterr().out
+    assert not list(fresh.rglob("predictions.parquet"))  # nothing was run again
