@@ -18,8 +18,6 @@ section 2 step 4, and "Routing during training" / "Inference").
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from torch import nn
@@ -122,23 +120,6 @@ def train_autoencoder(z: torch.Tensor, hidden: int = 128, lr: float = 1e-3,
     """
     if not 0 < quantile <= 1:
         raise ValueError(f"router quantile must be in (0, 1], got {quantile}")
-    # A 2-layer MLP on (64, d) batches is all per-op overhead: intra-op threads only add
-    # synchronisation (10x slower fits on a loaded 2-core machine, same weights bit for bit).
-    with _threads(1):
-        return _fit(z, hidden, lr, max_epochs, patience, batch_size, quantile, seed)
-
-
-@contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _fit(z, hidden, lr, max_epochs, patience, batch_size, quantile, seed) -> TaskAutoencoder:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     ae = TaskAutoencoder(z.shape[1], hidden)
