@@ -61,6 +61,16 @@ def router_accuracy(routing: pd.DataFrame, learned: list[str],
     return float(r.loc[r["routed"] == r["eval_task"], "count"].sum() / total)
 
 
+def routing_counts(routes: list[dict], learned: list[str]) -> tuple[pd.DataFrame, float | None]:
+    """One evaluation's per-sample routes (dicts with eval_task, routed, active) as a
+    ``routing`` table of counts, and the router accuracy over the ``learned`` tasks' own sets
+    (None while no task is learned)."""
+    table = (pd.DataFrame(routes).groupby(["eval_task", "routed", "active"]).size()
+             .rename("count").reset_index())
+    accuracy = router_accuracy(table.assign(stage=0), learned, 0) if learned else None
+    return table, accuracy
+
+
 def accuracy_by_stage(routing: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     """Router accuracy after each stage t >= 1 over the tasks learned so far (tasks[:t])."""
     stages = sorted(s for s in set(routing["stage"]) if s >= 1)

@@ -31,7 +31,7 @@ from ..encode import Encoded
 from ..experts.branch import BranchLinear, BranchSelector
 from ..router import representations
 from ..training import TrainCallback
-from ..usage import NONE, router_accuracy
+from ..usage import NONE, routing_counts
 from .base import ContinualMethod, register
 
 
@@ -286,12 +286,9 @@ class BranchLoRA(ContinualMethod):
         self.selector.clear()
         tables = dict(self.stage_extra)
         if self.eval_routes:
-            r = pd.DataFrame(self.eval_routes)
-            tables["routing"] = (r.groupby(["eval_task", "routed", "active"]).size()
-                                 .rename("count").reset_index())
-            if self.tasks:
-                self.stage_info["router_accuracy"] = router_accuracy(
-                    tables["routing"].assign(stage=0), self.tasks, 0)
+            tables["routing"], accuracy = routing_counts(self.eval_routes, self.tasks)
+            if accuracy is not None:
+                self.stage_info["router_accuracy"] = accuracy
         self.eval_routes, self.stage_extra = [], {}
         return tables
 

@@ -21,7 +21,7 @@ from ..experts import ExpertConfig, Experts
 from ..probes.sensitivity import probe_batches, sensitivity
 from ..router import Router, representations, train_autoencoder
 from ..training import TrainCallback
-from ..usage import ACTIVE_SEP, NONE, router_accuracy
+from ..usage import ACTIVE_SEP, NONE, routing_counts
 from .base import ContinualMethod, register
 
 
@@ -167,12 +167,9 @@ class DMoLE(ContinualMethod):
             self.experts.deactivate()
         tables = dict(self.stage_extra)
         if self.eval_routes:
-            r = pd.DataFrame(self.eval_routes)
-            tables["routing"] = (r.groupby(["eval_task", "routed", "active"]).size()
-                                 .rename("count").reset_index())
-            if self.router.tasks:
-                self.stage_info["router_accuracy"] = router_accuracy(
-                    tables["routing"].assign(stage=0), self.router.tasks, 0)
+            tables["routing"], accuracy = routing_counts(self.eval_routes, self.router.tasks)
+            if accuracy is not None:
+                self.stage_info["router_accuracy"] = accuracy
         self.eval_routes, self.stage_extra = [], {}
         return tables
 
