@@ -164,10 +164,14 @@ def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
     axes[0].set_yscale("log")
     axes[0].set_ylabel(QUANTITIES[quantity][0])
     axes[0].legend(fontsize=8)
-    ratio = wide["llm"] / wide["vision"]
-    axes[1].plot(ratio.index, ratio, color="black", lw=1)
-    axes[1].axhline(1, color="grey", lw=0.5, ls="--")  # balanced towers
-    axes[1].set_yscale("log")
+    if {"llm", "vision"} <= set(wide.columns):
+        ratio = wide["llm"] / wide["vision"]
+        axes[1].plot(ratio.index, ratio, color="black", lw=1)
+        axes[1].axhline(1, color="grey", lw=0.5, ls="--")  # balanced towers
+        axes[1].set_yscale("log")
+    else:  # one tower trains alone (D-MoLE ablations v1 / v2): no ratio to draw
+        axes[1].text(0.5, 0.5, "one tower trained: no ratio", ha="center", va="center",
+                     transform=axes[1].transAxes, fontsize=8)
     axes[1].set_ylabel("LLM / vision")
     axes[1].set_xlabel("training step")
     if "stage" in d:

@@ -158,3 +158,12 @@ def test_routing_features_normalise_each_part_or_the_whole(micro_model_dir):
                                    b / b.norm(dim=1, keepdim=True))
     with pytest.raises(ValueError, match="'parts' or 'whole', got 'both'"):
         representations(model, data, anatomy, normalise="both")
+
+
+def test_dmole_ablation_with_llm_experts_only_runs_end_to_end(dmole_overrides):
+    cfg = build_config(overrides={**dmole_overrides, "dmole.towers": "llm",
+                                  "stream.tasks": "caption,ocr"})
+    store = continual.run(cfg, progress=False)
+    assert store.manifest()["status"] == "complete"
+    assert set(store.table("allocation").tower) == {"llm"}
+    assert (store.root / "figures" / "tower_dynamics.png").stat().st_size > 1000

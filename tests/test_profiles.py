@@ -126,6 +126,15 @@ def test_tower_dynamics_lays_stages_end_to_end_and_plots_the_ratio():
         plots.tower_dynamics(pd.DataFrame(rows), "rel_update")
 
 
+def test_tower_dynamics_of_one_tower_has_no_ratio():
+    rows = [{"step": k, "tower": "llm", "quantity": "grad_norm", "value": 1.0} for k in range(4)]
+    fig = plots.tower_dynamics(pd.DataFrame(rows), smooth=1)
+    top, ratio = fig.axes[:2]
+    assert [ln.get_label() for ln in top.lines] == ["llm"] and not ratio.lines
+    assert "no ratio" in ratio.texts[0].get_text()
+    plots.close(fig)
+
+
 def test_vision_share_matches_rho_v_and_ignores_negative_gains():
     table = _table()
     share = vision_share(layer_profiles(table, "grad_norm", batches=1))
