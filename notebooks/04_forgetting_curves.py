@@ -104,6 +104,15 @@ plots.metric_bars(table, ("AVG", "Last", "BWT"), title="AVG, Last and BWT (mean 
 plots.score_matrix_grid(scores, tasks, peers);
 
 # %% [markdown]
+# ## Forgetting curves
+#
+# The first task of the stream, `caption`, is the one every later stage can overwrite: its
+# score after each stage, per method (mean over seeds, band = +- std).
+
+# %%
+plots.task_curves_by_method(scores, tasks[0], tasks, peers);
+
+# %% [markdown]
 # ## Explore: forgetting curves and the conventions
 #
 # Pick methods and a task; the curve is the task's score after every stage (the dotted line
