@@ -1,10 +1,12 @@
 """How well D-MoLE's autoencoder routers tell the stream's tasks apart, and what they cost.
 
 Usage: python benchmarks/bench_router.py [--preset tiny] [--tasks a,b] [--normalise parts,whole]
-                                         [--hidden 128] [overrides...]
+                                         [--hidden 128] [--batch 64,0] [--lr 1e-3,3e-3]
+                                         [--output-bias mean,default] [overrides...]
 
 For each way of normalising the routing features (``representations(normalise=...)``,
-method.md section 2 step 4) and each autoencoder width, it caches the base model's features of
+method.md section 2 step 4) and each combination of autoencoder width, batch size, learning
+rate and output-bias start (default: the preset's ``dmole.router_*``), it caches the base model's features of
 every task's training and test samples, fits one autoencoder per task with the preset's
 ``dmole.router_*`` settings, and reports on the test samples of all tasks together:
 
@@ -16,6 +18,7 @@ every task's training and test samples, fits one autoencoder per task with the p
   this ~0.95 on training data);
 - ``false_accept``: share of another task's samples an autoencoder accepts (averaged over
   ordered pairs): the cause of experts switched on for the wrong task;
+- ``mean_epochs``: epochs the fits ran before early stopping;
 - seconds to compute the features and to fit the autoencoders.
 
 Writes benchmarks/results/router.json.
@@ -24,6 +27,7 @@ Writes benchmarks/results/router.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -67,12 +71,23 @@ def main(argv=None) -> int:
     p.add_argument("--normalise", default="parts,whole", help="comma-separated modes")
     p.add_argument("--hidden", default=None,
                    help="comma-separated autoencoder widths (default: dmole.router_hidden)")
+    p.add_argument("--batch", default=None,
+                   help="comma-separated autoencoder batch sizes, 0 = full batch "
+                        "(default: dmole.router_batch_size)")
+    p.add_argument("--lr", default=None,
+                   help="comma-separated autoencoder learning rates (default: dmole.router_lr)")
+    p.add_argument("--output-bias", default=None,
+                   help="comma-separated decoder bias inits (default: dmole.router_output_bias)")
     p.add_argument("--json", default=str(Path(__file__).with_name("results") / "router.json"))
     args, rest = p.parse_known_args(argv)
     cfg = build_config(args.preset, parse_cli_overrides(rest))
     c = cfg.dmole
     tasks = args.tasks.split(",") if args.tasks else list(cfg.stream.tasks)
     widths = [int(h) for h in args.hidden.split(",")] if args.hidden else [c.router_hidden]
+    batches = ([int(b) for b in args.batch.split(",")] if args.batch
+               else [c.router_batch_size])
+    lrs = [float(v) for v in args.lr.split(",")] if args.lr else [c.router_lr]
+    biases = args.output_bias.split(",") if args.output_bias else [c.router_output_bias]
 
     model, processor = load_model(cfg.model)
     anatomy = anatomy_of(model)
@@ -85,17 +100,21 @@ def main(argv=None) -> int:
         z = {key: representations(model, d, anatomy, batch_size=cfg.eval.batch_size,
                                   normalise=mode) for key, d in data.items()}
         feature_s = time.perf_counter() - t0
-        for hidden in widths:
+        for hidden, batch, lr, bias in itertools.product(widths, batches, lrs, biases):
             t0 = time.perf_counter()
             router = Router(support=c.router_support)
             for t in tasks:
                 router.add(t, train_autoencoder(z[t, "train"], hidden,
                                                 max_epochs=c.router_epochs,
+                                                batch_size=batch, lr=lr, output_bias=bias,
                                                 quantile=c.router_quantile, seed=cfg.seed))
             fit_s = time.perf_counter() - t0
             scores = router_scores(router, {t: z[t, "test"] for t in tasks},
                                    cfg.eval.batch_size)
-            rows.append({"normalise": mode, "hidden": hidden, **scores,
+            epochs = [router.autoencoders[t].epochs for t in tasks]
+            rows.append({"normalise": mode, "hidden": hidden, "batch": batch, "lr": lr,
+                         "output_bias": bias, **scores,
+                         "mean_epochs": round(float(np.mean(epochs)), 1),
                          "feature_seconds": round(feature_s, 1),
                          "fit_seconds": round(fit_s, 1)})
             print(rows[-1], flush=True)

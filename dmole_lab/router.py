@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .anatomy import Anatomy
-from .config import ROUTING_MODES
+from .config import OUTPUT_BIAS, ROUTING_MODES
 from .encode import Encoded, placement, prompt_batch, to_device
 from .probes.hooks import hooked
 
@@ -99,6 +99,8 @@ class TaskAutoencoder(nn.Module):
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim),
                                  nn.Sigmoid())
         self.register_buffer("threshold", torch.tensor(float("inf")))
+        #: epochs the fit ran before early stopping (0 for an autoencoder loaded from disk)
+        self.epochs = 0
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruction of z: (N, d) -> (N, d)."""
@@ -112,23 +114,40 @@ class TaskAutoencoder(nn.Module):
 
 def train_autoencoder(z: torch.Tensor, hidden: int = 128, lr: float = 1e-3,
                       max_epochs: int = 200, patience: int = 10, batch_size: int = 64,
-                      quantile: float = 0.95, seed: int = 0) -> TaskAutoencoder:
+                      quantile: float = 0.95, seed: int = 0,
+                      output_bias: str = "mean") -> TaskAutoencoder:
     """Fit one task's autoencoder on its features ``z`` (N, d); sets its threshold.
 
     10% of the samples (at least one) are held out for early stopping; the best weights on them
-    are kept. The threshold is the ``quantile`` of the training errors.
+    are kept. The threshold is the ``quantile`` of the training errors. ``batch_size`` <= 0
+    takes every training sample in each step (full batch: one Adam step per epoch).
+
+    ``output_bias="mean"`` starts the decoder's bias at the logit of the training mean, so the
+    untrained autoencoder already outputs the average feature. L2-normalised features are
+    small (about 1/sqrt(d) per coordinate) while a default-initialised sigmoid outputs ~0.5:
+    without it, most of the fit is spent walking the output bias down at Adam's step size.
+    ``"default"`` keeps PyTorch's initialisation.
     """
     if not 0 < quantile <= 1:
         raise ValueError(f"router quantile must be in (0, 1], got {quantile}")
+    if output_bias not in OUTPUT_BIAS:
+        raise ValueError(f"router output_bias {output_bias!r} is not one of "
+                         f"{', '.join(OUTPUT_BIAS)}")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     ae = TaskAutoencoder(z.shape[1], hidden)
     perm = torch.randperm(len(z), generator=g)
     n_val = max(1, len(z) // 10) if len(z) > 1 else 0
     val, train = z[perm[:n_val]], z[perm[n_val:]]
+    if output_bias == "mean":
+        with torch.no_grad():
+            ae.net[2].bias.copy_(torch.logit(train.mean(0).clamp(1e-4, 1 - 1e-4)))
     opt = torch.optim.Adam(ae.parameters(), lr=lr)
     best, best_state, bad = float("inf"), None, 0
-    for _ in range(max_epochs):
+    if batch_size <= 0:
+        batch_size = max(1, len(train))
+    for epoch in range(1, max_epochs + 1):
+        ae.epochs = epoch
         order = torch.randperm(len(train), generator=g)
         for s in range(0, len(train), batch_size):
             x = train[order[s : s + batch_size]]

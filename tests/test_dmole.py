@@ -9,7 +9,7 @@ import torch
 from dmole_lab import continual
 from dmole_lab.allocation import expert_params
 from dmole_lab.anatomy import anatomy_of
-from dmole_lab.config import ModelConfig, build_config
+from dmole_lab.config import ConfigError, ModelConfig, build_config
 from dmole_lab.encode import encode
 from dmole_lab.models import load_model
 from dmole_lab.router import Router, TaskAutoencoder, representations, train_autoencoder
@@ -167,3 +167,23 @@ def test_dmole_ablation_with_llm_experts_only_runs_end_to_end(dmole_overrides):
     assert store.manifest()["status"] == "complete"
     assert set(store.table("allocation").tower) == {"llm"}
     assert (store.root / "figures" / "tower_dynamics.png").stat().st_size > 1000
+
+
+def test_autoencoder_mean_bias_starts_at_the_feature_mean_and_fits_faster():
+    torch.manual_seed(0)
+    z = torch.nn.functional.normalize(torch.rand(300, 64), dim=1)  # small, like the features
+    ae = train_autoencoder(z, hidden=8, max_epochs=1, batch_size=0, lr=1e-9, quantile=0.9)
+    # One negligible step: the output is still ~sigmoid(bias) = the mean of the training rows.
+    assert torch.allclose(ae(z).mean(0), z.mean(0), atol=0.02)
+    fits = {bias: train_autoencoder(z, hidden=8, max_epochs=30, batch_size=0, lr=3e-3,
+                                    output_bias=bias, quantile=0.9) for bias in ("mean",
+                                                                                 "default")}
+    assert fits["mean"].errors(z).mean() < fits["default"].errors(z).mean() / 10
+    assert all(f.epochs == 30 for f in fits.values())  # full batch: one step per epoch
+    with pytest.raises(ValueError, match="output_bias 'zero' is not one of mean, default"):
+        train_autoencoder(z, output_bias="zero")
+
+
+def test_router_output_bias_is_validated_in_the_config():
+    with pytest.raises(ConfigError, match="dmole.router_output_bias 'zero' is not one of"):
+        build_config(overrides={"dmole.router_output_bias": "zero"})

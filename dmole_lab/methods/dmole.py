@@ -95,6 +95,8 @@ class DMoLE(ContinualMethod):
         experts.deactivate()
         self.train_z = representations(model, data, self.anatomy)
         ae = train_autoencoder(self.train_z, c.router_hidden, max_epochs=c.router_epochs,
+                               batch_size=c.router_batch_size, lr=c.router_lr,
+                               output_bias=c.router_output_bias,
                                quantile=c.router_quantile, seed=self.cfg.seed + t)
         self.router.add(task, ae)
         router_seconds = time.perf_counter() - start
