@@ -11,6 +11,7 @@ import torch
 from ..anatomy import Anatomy
 from ..config import RunConfig
 from ..encode import Encoded
+from ..usage import routing_counts
 
 
 class ContinualMethod:
@@ -75,6 +76,51 @@ class ContinualMethod:
                      state: dict[str, torch.Tensor]) -> torch.nn.Module:
         """Rebuild the state after task ``t`` from what ``end_task`` saved (resume)."""
         raise NotImplementedError
+
+
+class RoutedMethod(ContinualMethod):
+    """A method that picks each test sample's experts itself, with no task id (D-MoLE,
+    BranchLoRA), and records the routing of every evaluation.
+
+    Subclasses fill, per stage: ``eval_routes`` (one dict per evaluated sample: ``eval_task``,
+    ``routed``, ``active``; see :func:`dmole_lab.usage.routing_counts`), ``stage_extra`` (tables
+    of the stage) and ``stage_info`` (manifest figures); ``eval_z`` caches each evaluation set's
+    routing features. They name the tasks a sample can be routed to (``routed_tasks``) and how
+    routing is switched off after an evaluation (``stop_routing``).
+    """
+
+    def __init__(self, cfg: RunConfig, anatomy: Anatomy):
+        super().__init__(cfg, anatomy)
+        self.eval_z: dict[str, torch.Tensor] = {}
+        self.eval_routes: list[dict] = []
+        self.stage_info: dict = {}
+        self.stage_extra: dict[str, pd.DataFrame] = {}
+
+    def routed_tasks(self) -> list[str]:
+        """Tasks the router can send a sample to (the columns of the confusion counts)."""
+        raise NotImplementedError
+
+    def stop_routing(self, model: torch.nn.Module) -> None:
+        """Switch routing off after an evaluation (the next forward pass is the base model's
+        plus whatever the method trains)."""
+        raise NotImplementedError
+
+    def after_eval(self, model: torch.nn.Module) -> dict[str, pd.DataFrame]:
+        """Routing confusion counts of this evaluation, plus the stage's own tables; the router
+        accuracy goes to the stage's manifest figures."""
+        self.stop_routing(model)
+        tables = dict(self.stage_extra)
+        if self.eval_routes:
+            tables["routing"], accuracy = routing_counts(self.eval_routes, self.routed_tasks())
+            if accuracy is not None:
+                self.stage_info["router_accuracy"] = accuracy
+        self.eval_routes, self.stage_extra = [], {}
+        return tables
+
+    def info(self) -> dict:
+        """The stage's manifest figures (then cleared for the next stage)."""
+        out, self.stage_info = self.stage_info, {}
+        return out
 
 
 METHODS: dict[str, Callable[..., ContinualMethod]] = {}

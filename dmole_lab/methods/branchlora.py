@@ -31,8 +31,8 @@ from ..encode import Encoded
 from ..experts.branch import BranchLinear, BranchSelector
 from ..router import representations
 from ..training import TrainCallback
-from ..usage import NONE, routing_counts
-from .base import ContinualMethod, register
+from ..usage import NONE
+from .base import RoutedMethod, register
 
 
 def check_branch_config(c: BranchConfig) -> None:
@@ -119,7 +119,7 @@ class _TrainRouting(TrainCallback):
 
 
 @register("branchlora")
-class BranchLoRA(ContinualMethod):
+class BranchLoRA(RoutedMethod):
     """Shared trunk, N branches, per-task routers, most-used branches frozen, task selector."""
 
     def __init__(self, cfg, anatomy):
@@ -132,10 +132,6 @@ class BranchLoRA(ContinualMethod):
         self.tasks: list[str] = []
         self.current: str | None = None
         self.d_vision: int | None = None
-        self.eval_z: dict[str, torch.Tensor] = {}
-        self.eval_routes: list[dict] = []
-        self.stage_info: dict = {}
-        self.stage_extra: dict[str, pd.DataFrame] = {}
 
     # ------------------------------------------------------------------ structure
     def _inject(self, model) -> None:
@@ -281,21 +277,13 @@ class BranchLoRA(ContinualMethod):
         self.selector.set(chosen, first=lens.max() - lens)  # prompts are left-padded
         self.eval_routes += [{"eval_task": name, "routed": c, "active": c} for c in chosen]
 
-    def after_eval(self, model) -> dict[str, pd.DataFrame]:
-        """Selector confusion counts of this evaluation, plus the stage's branch usage."""
-        self.selector.clear()
-        tables = dict(self.stage_extra)
-        if self.eval_routes:
-            tables["routing"], accuracy = routing_counts(self.eval_routes, self.tasks)
-            if accuracy is not None:
-                self.stage_info["router_accuracy"] = accuracy
-        self.eval_routes, self.stage_extra = [], {}
-        return tables
+    def routed_tasks(self) -> list[str]:
+        """Every task with keys in the selector."""
+        return self.tasks
 
-    def info(self) -> dict:
-        """Per-stage figures for the manifest (selector time and accuracy, frozen branches)."""
-        out, self.stage_info = self.stage_info, {}
-        return out
+    def stop_routing(self, model) -> None:
+        """Selector cleared: every branch layer is its base layer again."""
+        self.selector.clear()
 
 
 def _vision_width(model) -> int:

@@ -21,8 +21,8 @@ from ..experts import ExpertConfig, Experts
 from ..probes.sensitivity import probe_batches, sensitivity
 from ..router import Router, representations, train_autoencoder
 from ..training import TrainCallback
-from ..usage import ACTIVE_SEP, NONE, routing_counts
-from .base import ContinualMethod, register
+from ..usage import ACTIVE_SEP, NONE
+from .base import RoutedMethod, register
 
 
 class _TrainRouting(TrainCallback):
@@ -40,7 +40,7 @@ class _TrainRouting(TrainCallback):
 
 
 @register("dmole")
-class DMoLE(ContinualMethod):
+class DMoLE(RoutedMethod):
     """Dynamic layer-wise LoRA experts, inter-modal curriculum, autoencoder routers."""
 
     def __init__(self, cfg, anatomy):
@@ -53,10 +53,6 @@ class DMoLE(ContinualMethod):
         self.current: str | None = None
         self.train_z: torch.Tensor | None = None
         self.train_routes: list[str] = []
-        self.eval_z: dict[str, torch.Tensor] = {}
-        self.eval_routes: list[dict] = []
-        self.stage_info: dict = {}
-        self.stage_extra: dict[str, pd.DataFrame] = {}
 
     # ------------------------------------------------------------------ per task
     def _experts(self, model) -> Experts:
@@ -163,19 +159,11 @@ class DMoLE(ContinualMethod):
         self.eval_routes += [{"eval_task": name, "routed": a[0] if a else NONE,
                               "active": ACTIVE_SEP.join(a)} for a in per_sample]
 
-    def after_eval(self, model) -> dict[str, pd.DataFrame]:
-        """Router confusion counts of this evaluation, plus the stage's allocation tables."""
+    def routed_tasks(self) -> list[str]:
+        """Every task with an autoencoder."""
+        return self.router.tasks
+
+    def stop_routing(self, model) -> None:
+        """All experts off."""
         if self.experts is not None:
             self.experts.deactivate()
-        tables = dict(self.stage_extra)
-        if self.eval_routes:
-            tables["routing"], accuracy = routing_counts(self.eval_routes, self.router.tasks)
-            if accuracy is not None:
-                self.stage_info["router_accuracy"] = accuracy
-        self.eval_routes, self.stage_extra = [], {}
-        return tables
-
-    def info(self) -> dict:
-        """Per-stage figures for the manifest (probe and router time, split, parameters)."""
-        out, self.stage_info = self.stage_info, {}
-        return out
