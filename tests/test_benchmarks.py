@@ -71,6 +71,10 @@ def test_bench_dmole_speed_smoke(smoke_overrides, tmp_path, monkeypatch):
     assert 0 < result["probe_share_pct"] < 100
     assert result["wall_ratio_dmole_over_seq_lora"] == pytest.approx(
         dmole["training_seconds"] / seq["training_seconds"], abs=1e-3)
+    # one pair: the fastest repeat of each stage is that pair's stage
+    assert result["wall_ratio_stage_minima"] == result["wall_ratio_per_pair"][0] == \
+        result["wall_ratio_dmole_over_seq_lora"]
+    assert len(result["runs"][0]["dmole_stages"]) == 3  # the smoke stream's stages
 
 
 def test_bench_seeds_smoke(smoke_overrides, tmp_path, monkeypatch):
@@ -133,3 +137,11 @@ def test_bench_compare_shards_ship_and_resume_elsewhere(smoke_overrides, tmp_pat
                  "--train.max_steps=1", f"--runs_dir={fresh}"]) == 0
     assert "2 of 2 runs finished" in capsys.readouterr().out
     assert not list(fresh.rglob("predictions.parquet"))  # nothing was run again
+
+
+def test_stage_minima_ratio_takes_each_stage_from_its_fastest_repeat():
+    speed = runpy.run_path(str(BENCH / "bench_dmole_speed.py"))
+    runs = [{"dmole_stages": [10.0, 50.0], "seq-lora_stages": [20.0, 20.0]},
+            {"dmole_stages": [30.0, 10.0], "seq-lora_stages": [10.0, 40.0]}]
+    # D-MoLE: 10 + 10, sequential LoRA: 10 + 20
+    assert speed["stage_minima_ratio"](runs) == pytest.approx(20 / 30)
