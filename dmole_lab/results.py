@@ -118,11 +118,20 @@ LIGHT_RUN_FILES = ("manifest.json", "tables/score_matrix.parquet", "tables/metri
 def ship_comparison(folder: Path, name: str, runs: list[Path] = (),
                     results_dir: Path | None = None) -> Path:
     """Copy the tables ``dmole-lab compare`` wrote in ``folder`` to ``results/<name>``, and the
-    light part of each finished run folder in ``runs`` to ``results/<name>/runs/``."""
+    light part of each finished run folder in ``runs`` to ``results/<name>/runs/``.
+
+    Run folders shipped earlier that are not in ``runs`` are removed, so the shipped runs are
+    those of the shipped tables (a changed default gives a method new runs; a resumed sweep
+    must not pick up the old ones as finished).
+    """
     dest = Path(results_dir or RESULTS_DIR) / name
     dest.mkdir(parents=True, exist_ok=True)
     for f in COMPARISON_FILES:
         shutil.copy2(Path(folder) / f, dest / f)
+    keep = {Path(r).name for r in runs}
+    for old in sorted((dest / "runs").iterdir()) if (dest / "runs").is_dir() else ():
+        if old.name not in keep:
+            shutil.rmtree(old)
     for run in runs:
         for f in LIGHT_RUN_FILES:
             (dest / "runs" / Path(run).name / f).parent.mkdir(parents=True, exist_ok=True)

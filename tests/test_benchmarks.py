@@ -129,6 +129,12 @@ def test_bench_compare_shards_ship_and_resume_elsewhere(smoke_overrides, tmp_pat
     scores, shipped_runs = open_comparison("shipped", tmp_path / "results")
     assert set(scores.variant) == {"seq-lora", "seq-ft"} and len(shipped_runs) == 2
     assert not list(dest.rglob("*.safetensors"))  # light: no weights travel
+    # Shipping a table of one run drops the other run's folder: shipped runs match the table.
+    ship_comparison(folder, "shipped", [tmp_path / "runs" / runs.run[0]],
+                    results_dir=tmp_path / "results")
+    assert [p.name for p in (dest / "runs").iterdir()] == [runs.run[0]]
+    dest = ship_comparison(folder, "shipped", [tmp_path / "runs" / r for r in runs.run],
+                           results_dir=tmp_path / "results")
     # A fresh clone: the shipped runs count as finished, nothing is retrained.
     fresh = tmp_path / "fresh"
     assert len(unpack_runs("shipped", fresh, tmp_path / "results")) == 2
