@@ -250,6 +250,9 @@ class BranchConfig:
     freeze: int = field(default=2, metadata=_help("most-used branches frozen after each task"))
     train_trunk: bool = field(default=True, metadata=_help(
         "keep training the shared A after the first task"))
+    router_input: str = field(default="summary", metadata=_help(
+        "what a router reads per sample: summary (LLM: the last prompt token; vision: the mean "
+        "over the image) or first (the first position, method.md; constant behind a BOS token)"))
 
 
 @dataclass(frozen=True)

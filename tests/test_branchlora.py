@@ -8,13 +8,14 @@ from torch import nn
 from dmole_lab import continual
 from dmole_lab.anatomy import anatomy_of
 from dmole_lab.config import BranchConfig, ModelConfig, build_config
-from dmole_lab.encode import encode
+from dmole_lab.encode import encode, train_batch
 from dmole_lab.experts.branch import BranchLinear, BranchSelector
 from dmole_lab.methods import make_method
 from dmole_lab.methods.branchlora import (
     align_loss,
     check_branch_config,
     fit_keys,
+    router_positions,
     select_scores,
     select_tasks,
 )
@@ -80,7 +81,7 @@ def test_gates_top_k_sum_to_one_and_read_only_the_first_token():
     y[:, 0] = torch.randn(6, 16)
     sel.set(sel.tasks)
     assert not torch.allclose(layer.gates(y)[0], g)
-    # LLM modules: left padding shifts the first real position (selector.first)
+    # LLM modules: left padding shifts the first real position (selector.positions)
     llm, lsel = _layer(padded=True)
     _randomise_branches(llm)
     lsel.set(["a", "a"])
@@ -88,7 +89,7 @@ def test_gates_top_k_sum_to_one_and_read_only_the_first_token():
     padded = torch.cat([torch.randn(2, 3, 16), x[:2]], 1)
     padded[1, :3] = x[1, :3]  # sample 1 not padded: its first real position is 0
     padded[1, 3:] = torch.cat([x[1, 3:], torch.randn(3, 16)])
-    lsel.set(["a", "a"], first=torch.tensor([3, 0]))
+    lsel.set(["a", "a"], positions=torch.tensor([3, 0]))
     out = llm(padded)
     torch.testing.assert_close(out[0, 3:], ref[0])
     torch.testing.assert_close(out[1, :7], ref[1])
@@ -175,6 +176,63 @@ def test_selector_picks_the_task_whose_keys_are_nearest():
 def test_bad_config_names_the_allowed_values(field, value, allowed):
     with pytest.raises(ValueError, match=f"branch.{field}={value}; {allowed}"):
         check_branch_config(BranchConfig(**{field: value}))
+
+
+def test_bad_router_input_names_the_allowed_values():
+    with pytest.raises(ValueError, match="branch.router_input='magic'; allowed: summary, first"):
+        check_branch_config(BranchConfig(router_input="magic"))
+    with pytest.raises(ValueError, match="pool 'max'; allowed: first, mean"):
+        BranchLinear(nn.Linear(4, 4), BranchSelector(), pool="max")
+
+
+def test_vision_mean_pool_reads_every_position():
+    torch.manual_seed(0)
+    sel = BranchSelector()
+    layer = BranchLinear(nn.Linear(16, 12), sel, pool="mean")
+    layer.add_router("a")
+    x = torch.randn(3, 5, 16)
+    sel.set(["a"] * 3)
+    logits = layer.lora_router["a"](x.mean(1))
+    g = layer.gates(x)[0]
+    top = logits.topk(2)
+    torch.testing.assert_close(g.gather(1, top.indices), top.values.softmax(1))
+    y = x.clone()
+    y[:, 1:] = torch.randn(3, 4, 16)  # the first position alone no longer decides
+    assert not torch.allclose(layer.gates(y)[0], g)
+
+
+def test_router_positions_point_at_the_first_or_the_last_prompt_token():
+    class Data:
+        prompt_ids = [[1, 5, 6], [1, 5, 6, 7, 8], [1, 9]]
+
+    idx = [0, 1, 2]
+    assert router_positions(Data, idx, "first", left_padded=False) is None
+    assert router_positions(Data, idx, "first", left_padded=True).tolist() == [2, 0, 3]
+    assert router_positions(Data, idx, "summary", left_padded=False).tolist() == [2, 4, 1]
+    assert router_positions(Data, idx, "summary", left_padded=True).tolist() == [4, 4, 4]
+
+
+@pytest.mark.parametrize("router_input, same_for_all", [("first", True), ("summary", False)])
+def test_llm_routers_tell_samples_apart_only_when_they_read_the_prompt(
+        micro_model_dir, router_input, same_for_all):
+    """At the first position every prompt holds the same token, which a causal LLM sees alone:
+    the routers' input, and so their gates, are the same for every sample."""
+    model, processor = load_model(ModelConfig(path=str(micro_model_dir)))
+    data = encode(processor, make_samples("ocr", 2, "train", 0)
+                  + make_samples("caption", 2, "train", 0))
+    cfg = build_config(overrides={"method": "branchlora", "branch.router_input": router_input})
+    method = make_method(cfg, anatomy_of(model))
+    model = method.begin_task(model, 1, "a", data)
+    gates = []
+    hooks = [layer.register_forward_pre_hook(lambda mod, args: gates.append(mod.gates(args[0])[0]))
+             for layer in method.layers.values() if layer.padded]
+    method.callbacks()[0].on_batch(0, [0, 1, 2, 3], model)
+    with torch.no_grad():
+        model(**train_batch(data, [0, 1, 2, 3]))
+    for h in hooks:
+        h.remove()
+    assert len(gates) == len(hooks) > 0
+    assert all(torch.allclose(g, g[:1].expand_as(g)) for g in gates) == same_for_all
 
 
 def test_trunk_trains_after_task_1_only_when_asked(micro_model_dir):

@@ -5,8 +5,13 @@ h = W0 x + s * sum_{i in topk} g_i B_i A dropout(x),   s = alpha / r,
 g = top-k of softmax(W_r^(tau) x0), renormalised over the k kept branches,
 
 with A (r x in) the trunk shared by every task, B_i (out x r) the branches, W_r^(tau) the
-router of the task tau the sample is routed to, and x0 the module's input at the sample's first
-(real) sequence position, so a sample's gates are shared by all its tokens.
+router of the task tau the sample is routed to, and x0 one input vector per sample, so a
+sample's gates are shared by all its tokens. method.md reads x0 at the sample's first sequence
+position; in a causal LLM whose prompts start with the same BOS token that input is the same
+for every sample at every layer (measured: identical across tasks in all 42 LLM modules of the
+tiny model), so each task's router would pick one fixed pair of branches per module. Which
+position the LLM modules read is therefore the caller's (``BranchSelector.set(positions=)``),
+and vision modules read their first position or the mean over positions (``pool``).
 
 Layout (PEFT's habits where they fit): ``base_layer`` is the frozen nn.Linear, routers live in
 an ``nn.ModuleDict`` keyed by task (``lora_router``). The trunk and the branches are plain
@@ -30,13 +35,17 @@ import math
 import torch
 from torch import nn
 
+#: How a vision module turns a tile into its router input (:class:`BranchLinear` ``pool``).
+POOLS = ("first", "mean")
+
 
 class BranchSelector:
     """Which task's router each sample of the next batch uses; shared by every BranchLinear.
 
-    ``set(tasks, first)``: ``tasks`` is a (batch,) list of task names (one per sample, not per
-    image tile); ``first`` a (batch,) tensor of each sample's first real position in the LLM's
-    token sequence (left-padded generation batches start later than position 0; None = 0).
+    ``set(tasks, positions)``: ``tasks`` is a (batch,) list of task names (one per sample, not
+    per image tile); ``positions`` a (batch,) tensor of the position in the LLM's token sequence
+    whose input each sample's LLM routers read (e.g. its first real position, which left padding
+    moves, or its last prompt token; None = 0).
     ``clear()`` turns the adapters off: the base model. Every ``set`` bumps ``version``, which
     tells layers that a new batch starts (the mixture is computed once per batch, see
     :meth:`BranchLinear.mixed_branches`).
@@ -44,22 +53,22 @@ class BranchSelector:
 
     def __init__(self):
         self.tasks: list[str] = []
-        self.first: torch.Tensor | None = None
+        self.positions: torch.Tensor | None = None
         self.version = 0
 
-    def set(self, tasks: list[str], first: torch.Tensor | None = None) -> None:
+    def set(self, tasks: list[str], positions: torch.Tensor | None = None) -> None:
         """Route sample b of the next batch with ``tasks[b]``'s router."""
         tasks = list(tasks)
-        if first is not None:
-            first = torch.as_tensor(first, dtype=torch.long).reshape(-1)
-            if len(first) != len(tasks):
-                raise ValueError(f"{len(first)} first positions for {len(tasks)} samples")
-        self.tasks, self.first = tasks, first
+        if positions is not None:
+            positions = torch.as_tensor(positions, dtype=torch.long).reshape(-1)
+            if len(positions) != len(tasks):
+                raise ValueError(f"{len(positions)} positions for {len(tasks)} samples")
+        self.tasks, self.positions = tasks, positions
         self.version += 1
 
     def clear(self) -> None:
         """Adapters off for every sample."""
-        self.tasks, self.first = [], None
+        self.tasks, self.positions = [], None
         self.version += 1
 
     @property
@@ -75,17 +84,22 @@ class BranchLinear(nn.Module):
         base_layer: the frozen (in -> out) linear layer.
         selector: the model-wide :class:`BranchSelector`.
         branches: N; ``top_k``: k; ``r``, ``alpha``, ``dropout``: as in LoRA (s = alpha / r).
-        padded: True for modules that read the LLM's token sequence, whose first real position
-            per sample comes from ``selector.first``; False for the vision tower, where the
-            first position is position 0 of the sample's first image (tile).
+        padded: True for modules that read the LLM's token sequence, whose router input per
+            sample is at ``selector.positions``; False for the vision tower, whose router input
+            is taken from the sample's first image (tile) as ``pool`` says.
+        pool: vision modules only: ``"first"`` (position 0, the class token) or ``"mean"``
+            (mean over the tile's positions).
     """
 
     def __init__(self, base_layer: nn.Linear, selector: BranchSelector, branches: int = 8,
                  top_k: int = 2, r: int = 4, alpha: float = 8.0, dropout: float = 0.0,
-                 padded: bool = False):
+                 padded: bool = False, pool: str = "first"):
         super().__init__()
         if not 1 <= top_k <= branches:
             raise ValueError(f"top_k must be in 1..{branches} (branches), got {top_k}")
+        if pool not in POOLS:
+            raise ValueError(f"pool {pool!r}; allowed: {', '.join(POOLS)}")
+        self.pool = pool
         self.base_layer = base_layer
         self.selector = selector
         self.n_branches, self.top_k, self.r = branches, top_k, r
@@ -188,19 +202,20 @@ class BranchLinear(nn.Module):
             self.lora_router[task].bias.copy_(state[f"router.{task}.bias"])
 
     # ------------------------------------------------------------------ routing
-    def first_inputs(self, x: torch.Tensor) -> torch.Tensor:
+    def router_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """x0 per sample, (batch, in), from the module input x: (rows, seq, in)."""
         n = len(self.selector.tasks)
         if self.padded:
             if x.shape[0] != n:
                 raise ValueError(f"{x.shape[0]} sequences for {n} routed samples")
-            first = self.selector.first
-            if first is None:
+            pos = self.selector.positions
+            if pos is None:
                 return x[:, 0]
-            return x[torch.arange(n, device=x.device), first.to(x.device)]
+            return x[torch.arange(n, device=x.device), pos.to(x.device)]
         if x.shape[0] % n:
             raise ValueError(f"{x.shape[0]} images (tiles) for {n} routed samples")
-        return x[:: x.shape[0] // n, 0]  # the first tile of each sample
+        tiles = x[:: x.shape[0] // n]  # the first tile of each sample
+        return tiles[:, 0] if self.pool == "first" else tiles.mean(1)
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, N) gates and (batch, k) chosen branches of the batch whose input is x.
@@ -212,7 +227,7 @@ class BranchLinear(nn.Module):
         sel = self.selector
         if not sel.active:
             raise ValueError("no task set in the selector: call selector.set(tasks) first")
-        x0 = self.first_inputs(x)
+        x0 = self.router_inputs(x)
         tasks = sel.tasks
         for task in dict.fromkeys(tasks):
             if task not in self.lora_router:
@@ -234,7 +249,7 @@ class BranchLinear(nn.Module):
         """(batch, out, r): s * sum_i g_i B_i per sample, the batch's routed up-projection.
 
         Counts the top-k hits in training mode. During generation the decoding steps no longer
-        see the first position, so the mixture of the batch's first forward is reused for
+        see the prompt, so the mixture of the batch's first forward is reused for
         inputs of one position while the selector is unchanged and no gradient is recorded.
         """
         key = (self.selector.version, x.shape[0])
@@ -271,5 +286,6 @@ class BranchLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"branches={self.n_branches}, top_k={self.top_k}, r={self.r}, "
+                f"pool={self.pool}, "
                 f"frozen={self.frozen.nonzero()[:, 0].tolist()}, "
                 f"routers={list(self.lora_router)}")

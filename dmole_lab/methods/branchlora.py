@@ -51,6 +51,28 @@ def check_branch_config(c: BranchConfig) -> None:
         raise ValueError(f"branch.alpha={c.alpha}; allowed: a number > 0")
     if not 0 <= c.dropout < 1:
         raise ValueError(f"branch.dropout={c.dropout}; allowed: 0 <= dropout < 1")
+    if c.router_input not in ROUTER_INPUTS:
+        raise ValueError(f"branch.router_input={c.router_input!r}; allowed: "
+                         f"{', '.join(ROUTER_INPUTS)}")
+
+
+#: What the routers read (``branch.router_input``): per sample, the LLM modules' input at the
+#: last prompt token and the vision modules' mean over the image ("summary"), or both at their
+#: first position ("first", method.md's x0: in a causal LLM behind a shared BOS token the same
+#: vector for every sample, so routing would not depend on the input at all).
+ROUTER_INPUTS = ("summary", "first")
+
+
+def router_positions(data: Encoded, idx, router_input: str, left_padded: bool):
+    """(batch,) LLM position each sample's routers read, or None for position 0.
+
+    Training batches are right-padded (prompt then answer from position 0); generation batches
+    are left-padded prompts, so every prompt ends at the last column.
+    """
+    lens = torch.tensor([len(data.prompt_ids[i]) for i in idx])
+    if router_input == "first":
+        return lens.max() - lens if left_padded else None
+    return torch.full_like(lens, int(lens.max()) - 1) if left_padded else lens - 1
 
 
 # ---------------------------------------------------------------------------- task selector
@@ -114,8 +136,10 @@ class _TrainRouting(TrainCallback):
         self.method = method
 
     def on_batch(self, step, idx, model):
-        """Current task for every sample; training batches are right-padded (first = 0)."""
-        self.method.selector.set([self.method.current] * len(idx))
+        """Current task for every sample, read where ``branch.router_input`` says."""
+        m = self.method
+        m.selector.set([m.current] * len(idx), positions=router_positions(
+            m.train_data, idx, m.cfg.branch.router_input, left_padded=False))
 
 
 @register("branchlora")
@@ -131,6 +155,7 @@ class BranchLoRA(RoutedMethod):
         self.keys: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # task -> (k_img, k_txt)
         self.tasks: list[str] = []
         self.current: str | None = None
+        self.train_data: Encoded | None = None
         self.d_vision: int | None = None
 
     # ------------------------------------------------------------------ structure
@@ -146,7 +171,8 @@ class BranchLoRA(RoutedMethod):
             if not isinstance(base, torch.nn.Linear):
                 raise TypeError(f"{info.path} is a {type(base).__name__}, not nn.Linear")
             layer = BranchLinear(base, self.selector, c.branches, c.top_k, c.r, c.alpha,
-                                 c.dropout, padded=info.tower == "llm")
+                                 c.dropout, padded=info.tower == "llm",
+                                 pool="mean" if c.router_input == "summary" else "first")
             setattr(model.get_submodule(parent), name, layer)
             self.layers[info.path] = layer
         self.model = model
@@ -182,6 +208,7 @@ class BranchLoRA(RoutedMethod):
             layer.trunk.requires_grad_(train_trunk)
         self.tasks.append(task)
         self.current = task
+        self.train_data = data
         free = [int((~layer.frozen).sum()) for layer in self.layers.values()]
         self.stage_info = {"selector_seconds": selector_seconds,
                            "selector_train_loss": float(align_loss(z, self.d_vision,
@@ -273,8 +300,8 @@ class BranchLoRA(RoutedMethod):
             self.eval_z[name] = representations(model, data, self.anatomy)
         z = self.eval_z[name][torch.as_tensor(idx)]
         chosen = select_tasks(z, self.d_vision, self.keys)
-        lens = torch.tensor([len(data.prompt_ids[i]) for i in idx])
-        self.selector.set(chosen, first=lens.max() - lens)  # prompts are left-padded
+        self.selector.set(chosen, positions=router_positions(
+            data, idx, self.cfg.branch.router_input, left_padded=True))
         self.eval_routes += [{"eval_task": name, "routed": c, "active": c} for c in chosen]
 
     def routed_tasks(self) -> list[str]:
