@@ -44,8 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "run":
             sp.add_argument("--methods", default=None,
-                            help="comma-separated methods run one after the other on the same "
-                                 "stream and compared (replaces --method)")
+                            help="comma-separated methods run on the same stream and compared "
+                                 "(replaces --method)")
+            sp.add_argument("--jobs", type=int, default=1,
+                            help="with --methods: run that many methods at once, each in its own "
+                                 "process with cores / jobs torch threads (default 1: one after "
+                                 "the other)")
         if name == "compare":
             sp.add_argument("--methods", default=None,
                             help="comma-separated variants: a method, method+key=value..., or "
@@ -86,16 +90,28 @@ def _cmd_run(cfg, args) -> int:
     from .methods import check_method
 
     if not args.methods:
+        if args.jobs != 1:
+            raise ValueError(f"--jobs {args.jobs} needs --methods: one run is one process")
         store = run(cfg, progress=not args.quiet)
         _print_report(store)
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:  # all names checked before the first run starts
         check_method(m)
-    stores = []
-    for m in methods:
-        stores.append(run(replace(cfg, method=m), progress=not args.quiet))
-        _print_report(stores[-1])
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    cfgs = [replace(cfg, method=m) for m in methods]
+    if args.jobs > 1:
+        from .parallel import run_parallel
+
+        stores = run_parallel(cfgs, args.jobs, progress=not args.quiet)
+        for store in stores:
+            _print_report(store)
+    else:
+        stores = []
+        for c in cfgs:
+            stores.append(run(c, progress=not args.quiet))
+            _print_report(stores[-1])
     _print_comparison(stores, cfg)
     return 0
 

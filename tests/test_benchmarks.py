@@ -151,3 +151,16 @@ def test_stage_minima_ratio_takes_each_stage_from_its_fastest_repeat():
             {"dmole_stages": [30.0, 10.0], "seq-lora_stages": [10.0, 40.0]}]
     # D-MoLE: 10 + 10, sequential LoRA: 10 + 20
     assert speed["stage_minima_ratio"](runs) == pytest.approx(20 / 30)
+
+
+def test_bench_parallel_smoke(smoke_overrides, tmp_path, monkeypatch):
+    out = tmp_path / "parallel.json"
+    _run("bench_parallel.py", ["--preset", "smoke", "--rounds", "1", "--json", str(out),
+                               *_overrides(smoke_overrides), "--train.max_steps=1",
+                               "--dmole.router_epochs=2"], monkeypatch)
+    result = json.loads(out.read_text())
+    (row,) = result["rounds"]
+    assert row["serial"] > 0 and row["parallel"] > 0
+    # times are stored to 0.1 s, the ratio from the unrounded ones
+    assert result["median_ratio"] == pytest.approx(row["parallel"] / row["serial"], rel=0.05)
+    assert result["methods"] == ["dmole", "seq-lora"]

@@ -13,6 +13,8 @@ from dmole_lab.cli import main
     (["run", "--dmole.curriculum=magic"], "dmole.curriculum 'magic' is not one of current"),
     (["run", "--dmole.budget=2"], "dmole.budget must be in [0.0, 1.0], got 2.0"),
     (["run", "--methods=dmole,magic"], "unknown method 'magic'"),
+    (["run", "--methods=dmole,seq-lora", "--jobs=0"], "--jobs must be >= 1, got 0"),
+    (["run", "--jobs=2"], "--jobs 2 needs --methods"),
 ])
 def test_bad_input_exits_2_with_reason(argv, fragment, capsys, tmp_path):
     argv = argv + [f"--runs_dir={tmp_path}"]
@@ -49,3 +51,32 @@ def test_run_several_methods_prints_and_writes_a_comparison(smoke_overrides, cap
     assert table.method.tolist() == ["dmole", "seq-lora"]
     assert table.params_per_task.iloc[0] < table.params_per_task.iloc[1]
     assert (folder / "score_matrices.png").stat().st_size > 1000
+
+
+def test_methods_in_parallel_processes_match_the_same_runs_one_after_the_other(
+        smoke_overrides, capsys, tmp_path):
+    """Two single-threaded workers give the score matrices of single-threaded runs in turn."""
+    import torch
+
+    from dmole_lab.config import build_config
+    from dmole_lab.continual import run
+    from dmole_lab.parallel import run_parallel
+
+    over = {**smoke_overrides, "train.max_steps": "2", "dmole.router_epochs": "2"}
+    argv = [f"--{k}={v}" for k, v in over.items()]
+    assert main(["run", "--quiet", "--methods", "dmole,seq-lora", "--jobs", "2", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "comparison (seed 0" in out and "router accuracy" in out
+    parallel = {s.manifest()["method"]: s.summary("score_matrix")
+                for s in run_parallel([build_config(None, {**over, "method": m})
+                                       for m in ("dmole", "seq-lora")], jobs=2, progress=False)}
+    assert set(parallel) == {"dmole", "seq-lora"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for m, sm in parallel.items():
+            alone = run(build_config(None, {**over, "method": m,
+                                            "runs_dir": str(tmp_path / "alone")}), progress=False)
+            assert alone.summary("score_matrix").equals(sm)
+    finally:
+        torch.set_num_threads(threads)
