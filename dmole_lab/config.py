@@ -229,7 +229,8 @@ class MixtureConfig:
 
     experts: int = field(default=4, metadata=_help("experts per module (E)"))
     r: int = field(default=1, metadata=_help("rank of each expert"))
-    alpha: float = field(default=8.0, metadata=_help("scaling numerator: alpha / (E r)"))
+    alpha: float = field(default=8.0, metadata=_help(
+        "scaling numerator: alpha / (E r) with E = experts, in every MoLA slice too"))
     dropout: float = field(default=0.05, metadata=_help("dropout on the experts' input"))
     top_k: int = field(default=0, metadata=_help("experts per token; 0 = dense softmax"))
     balance: float = field(default=0.0, metadata=_help("load-balancing loss weight"))

@@ -123,6 +123,8 @@ def test_mola_places_more_experts_deeper_and_starts_as_the_base_model(micro_mode
     for path, layer in method.layers.items():
         assert layer.experts == {0: 2, 1: 6}[anatomy.by_path[path].layer]
         assert layer.top_k == 2
+        # one scale at every depth, that of the config's E = 4 rank-1 experts: alpha / (4 r)
+        assert layer.scaling == 8.0 / 4
     params = method.trainable_parameters(model)
     assert sum(p.numel() for p in params) == sum(
         m.experts * (m.in_features + m.out_features + m.in_features)  # r = 1: A, B, router

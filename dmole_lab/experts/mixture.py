@@ -74,7 +74,7 @@ class MixtureLinear(nn.Module):
     """
 
     def __init__(self, base_layer: nn.Linear, experts: int, r: int, alpha: float,
-                 dropout: float = 0.0, top_k: int = 0):
+                 dropout: float = 0.0, top_k: int = 0, scale_experts: int | None = None):
         super().__init__()
         if experts < 1 or r < 1:
             raise ValueError(f"need experts >= 1 and r >= 1, got experts={experts}, r={r}")
@@ -85,8 +85,12 @@ class MixtureLinear(nn.Module):
         self.base_layer = base_layer
         self.experts, self.r, self.top_k = experts, r, top_k
         self.alpha = float(alpha)
-        #: alpha / (E r): method.md section 3's alpha / r with r the total rank E r
-        self.scaling = self.alpha / (experts * r)
+        #: alpha / (E r): method.md section 3's alpha / r with r the total rank E r. MoLA's
+        #: layers hold different E but share the scale of ``scale_experts`` experts: with
+        #: alpha / (E r) its deepest layers (8 experts, still 2 of them per token) would move
+        #: 4x less than its shallowest (2 experts), the opposite of "more capacity higher up"
+        #: (MoLA scales every rank-r expert by alpha / r whatever the layer's expert count).
+        self.scaling = self.alpha / ((scale_experts or experts) * r)
         w = base_layer.weight
         kw = {"device": w.device, "dtype": w.dtype}
         self.expert_A = nn.Parameter(torch.empty(experts * r, base_layer.in_features, **kw))
@@ -209,7 +213,7 @@ def add_mixtures(model: nn.Module, infos: list[ModuleInfo], cfg: MixtureConfig,
         if not isinstance(mod, nn.Linear):
             raise TypeError(f"{info.path} is a {type(mod).__name__}, not nn.Linear")
         layer = MixtureLinear(mod, experts_at(info.layer, n_layers[info.tower], cfg), cfg.r,
-                              cfg.alpha, cfg.dropout, cfg.top_k)
+                              cfg.alpha, cfg.dropout, cfg.top_k, scale_experts=cfg.experts)
         parent, _, name = info.path.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, name, layer)
         out[info.path] = layer
