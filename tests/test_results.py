@@ -26,3 +26,16 @@ def test_open_or_run_opens_the_shipped_run_without_training():
     assert store.root.name == "seq-lora-tiny" and store.manifest()["status"] == "complete"
     with pytest.raises(FileNotFoundError, match="no stored run 'nope'"):
         results.open_or_run("nope", "dmole")
+
+
+def test_shipped_comparison_carries_the_light_folder_of_every_run_in_its_table():
+    """A fresh clone resumes the sweep from these folders (bench_compare --resume-from)."""
+    from dmole_lab.store import RunStore
+
+    scores, runs = results.open_comparison("compare-tiny")
+    root = results.RESULTS_DIR / "compare-tiny" / "runs"
+    assert sorted(p.name for p in root.iterdir()) == sorted(runs.run)
+    for name in runs.run:
+        store = RunStore(root / name)
+        assert store.manifest()["status"] == "complete"
+        assert len(store.summary("score_matrix")) > 0
