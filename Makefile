@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m dmole_lab run --preset tiny --methods dmole,seq-lora
+	$(PY) -m dmole_lab run --preset tiny --methods dmole,seq-lora --jobs 2
 
 test: $(STAMP)
 	$(PY) -m pytest
