@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from dmole_lab.config import build_config, parse_cli_overrides, resolve_path
-from dmole_lab.results import ship_comparison, unpack_runs
+from dmole_lab.viz.results import ship_comparison, unpack_runs
 
 
 def main(argv=None) -> int:

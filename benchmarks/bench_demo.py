@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from dmole_lab.analysis.metrics import matrix_from_scores, summary
 from dmole_lab.config import build_config, parse_cli_overrides
-from dmole_lab.continual import run
-from dmole_lab.metrics import matrix_from_scores, summary
+from dmole_lab.engine.continual import run
 
 
 def main(argv=None) -> int:

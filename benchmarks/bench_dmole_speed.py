@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 from dmole_lab.config import build_config, parse_cli_overrides
-from dmole_lab.continual import run
+from dmole_lab.engine.continual import run
 
 METHODS = ("dmole", "seq-lora")
 PARTS = ("setup_seconds", "train_seconds", "end_seconds")

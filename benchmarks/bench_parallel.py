@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from dmole_lab.config import build_config, parse_cli_overrides
-from dmole_lab.continual import run
-from dmole_lab.parallel import run_parallel, threads_per_job
+from dmole_lab.engine.continual import run
+from dmole_lab.engine.parallel import run_parallel, threads_per_job
 
 #: A shortened stream (three tasks, 40 steps each) so a round takes minutes on two cores; any
 #: of these can be overridden on the command line (e.g. --train.max_steps=0 for the full job).

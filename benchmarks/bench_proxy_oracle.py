@@ -24,12 +24,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import spearmanr
 
-from dmole_lab.config import build_config, parse_cli_overrides, to_dict
-from dmole_lab.encode import encode
-from dmole_lab.models import load_model
-from dmole_lab.probes.oracle import oracle_gains
-from dmole_lab.probes.stream import probe_stream
-from dmole_lab.profiles import (
+from dmole_lab.analysis.profiles import (
     TOWERS,
     layer_profiles,
     mean_offdiagonal,
@@ -37,9 +32,15 @@ from dmole_lab.profiles import (
     task_correlations,
     vision_share,
 )
-from dmole_lab.results import RESULTS_DIR, ship
+from dmole_lab.config import build_config, parse_cli_overrides, to_dict
+from dmole_lab.data.encode import encode
+from dmole_lab.data.stream import build_stream
+from dmole_lab.engine.probe_stream import probe_stream
+from dmole_lab.models.loading import load_model
+from dmole_lab.probes.oracle import oracle_gains
 from dmole_lab.store import write_json, write_table
-from dmole_lab.stream import build_stream
+from dmole_lab.viz.report import write_probe_figures
+from dmole_lab.viz.results import RESULTS_DIR, ship
 
 
 def oracle_table(cfg, tasks, steps, seeds, progress=True) -> pd.DataFrame:
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
     tasks = args.tasks.split(",") if args.tasks else list(cfg.stream.tasks)
 
     probe = probe_stream(cfg, progress=False)
+    write_probe_figures(probe)
     ship(probe, f"probe-{args.preset}", Path(args.results_dir))
     table = probe.summary("sensitivity")
     k1 = probe.manifest()["probe_batches"]

@@ -24,15 +24,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from dmole_lab.anatomy import anatomy_of
 from dmole_lab.config import build_config, parse_cli_overrides
-from dmole_lab.encode import encode
+from dmole_lab.data.encode import encode
+from dmole_lab.data.stream import build_stream
 from dmole_lab.methods import make_method
-from dmole_lab.models import load_model
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
 from dmole_lab.probes.recorders import TowerDynamics
 from dmole_lab.seeding import seed_everything
-from dmole_lab.stream import build_stream
-from dmole_lab.training import TrainCallback, train_stage
+from dmole_lab.training.stage import TrainCallback, train_stage
 
 
 class Timed(TrainCallback):

@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dmole_lab.anatomy import anatomy_of
 from dmole_lab.config import build_config, parse_cli_overrides
-from dmole_lab.encode import encode
-from dmole_lab.models import load_model
-from dmole_lab.router import Router, representations, train_autoencoder
-from dmole_lab.stream import build_stream
+from dmole_lab.data.encode import encode
+from dmole_lab.data.stream import build_stream
+from dmole_lab.dmole.router import Router, representations, train_autoencoder
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
 
 
 def router_scores(router: Router, test: dict, batch_size: int) -> dict[str, float]:

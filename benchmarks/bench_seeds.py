@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmole_lab.compare import mean_std, parse_variant, run_row
+from dmole_lab.analysis.compare import mean_std, parse_variant, run_row
 from dmole_lab.config import build_config, parse_cli_overrides
-from dmole_lab.continual import run
+from dmole_lab.engine.continual import run
 
 
 def main(argv=None) -> int:

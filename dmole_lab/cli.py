@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import (
+from dmole_lab.config import (
     ConfigError,
     build_config,
     describe,
@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_pretrain(cfg, args) -> int:
-    from .pretrain import pretrain
+    from dmole_lab.models.pretrain import pretrain
 
     out = pretrain(cfg, progress=not args.quiet)
     print(f"saved the pre-trained tiny model to {out}")
@@ -86,8 +86,8 @@ def _cmd_pretrain(cfg, args) -> int:
 def _cmd_run(cfg, args) -> int:
     from dataclasses import replace
 
-    from .continual import run
-    from .methods import check_method
+    from dmole_lab.engine.continual import run
+    from dmole_lab.methods import check_method
 
     if not args.methods:
         if args.jobs != 1:
@@ -102,7 +102,7 @@ def _cmd_run(cfg, args) -> int:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     cfgs = [replace(cfg, method=m) for m in methods]
     if args.jobs > 1:
-        from .parallel import run_parallel
+        from dmole_lab.engine.parallel import run_parallel
 
         stores = run_parallel(cfgs, args.jobs, progress=not args.quiet)
         for store in stores:
@@ -119,8 +119,8 @@ def _cmd_run(cfg, args) -> int:
 def _print_comparison(stores, cfg) -> None:
     import pandas as pd
 
-    from .compare import headline_table, write_comparison
-    from .config import resolve_path
+    from dmole_lab.analysis.compare import headline_table
+    from dmole_lab.viz.report import write_comparison
 
     names = "_vs_".join(s.manifest()["method"] for s in stores)
     out = resolve_path(cfg.runs_dir) / "compare" / f"{names}-seed{cfg.seed}"
@@ -137,85 +137,47 @@ def _print_comparison(stores, cfg) -> None:
 def _cmd_compare(cfg, args) -> int:
     import pandas as pd
     import torch
-    from tqdm.auto import tqdm
 
-    from .compare import (
+    from dmole_lab.analysis.compare import (
         ABLATION_VARIANTS,
         PEERS,
         format_table,
-        jobs,
         parse_shard,
         parse_variant,
-        write_tables,
     )
-    from .config import apply_overrides
-    from .continual import run
-    from .methods import check_method
-    from .store import RunStore
+    from dmole_lab.engine.sweep import sweep
+    from dmole_lab.viz.report import write_figures
 
     specs = args.methods.split(",") if args.methods else list(PEERS)
     if not args.no_ablations and not args.methods:
         specs += list(ABLATION_VARIANTS)
     variants = [parse_variant(s) for s in specs if s.strip()]
-    for v in variants:  # every name checked before the first run starts
-        check_method(v.method)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r} must be comma-separated integers") from None
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    shard = parse_shard(args.shard)
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    def cfg_of(variant, seed):
-        return apply_overrides(cfg, {**variant.overrides, "method": variant.method,
-                                     "seed": seed})
-
-    runs_dir = resolve_path(cfg.runs_dir)
-
-    def finished(variant, seed) -> RunStore | None:
-        store = RunStore(runs_dir / RunStore.run_name(cfg_of(variant, seed)))
-        ok = store.manifest_path.exists() and store.manifest().get("status") == "complete"
-        return store if ok else None
-
-    mine = [] if args.table_only else jobs(variants, seeds, parse_shard(args.shard))
-    failed = []
-    for variant, seed in tqdm(mine, desc=f"compare shard {args.shard}", disable=args.quiet):
-        if finished(variant, seed):  # not even reloaded: a sweep restarts in seconds
-            continue
-        try:
-            store = run(cfg_of(variant, seed), progress=not args.quiet)
-        except Exception:  # one broken job must not cost the rest of a long sweep
-            import traceback
-
-            traceback.print_exc()
-            failed.append(f"{variant.name} (seed {seed})")
-            continue
-        print(f"finished {variant.name} seed {seed}: {store.root}", flush=True)
-    done, missing = [], []
-    for variant, seed in jobs(variants, seeds):
-        store = finished(variant, seed)
-        if store is None:
-            missing.append((variant, seed))
-        else:
-            done.append((variant, seed, store))
     name = Path(args.preset or "default").stem
-    out = Path(args.out) if args.out else runs_dir / f"compare-{name}"
-    if not done:
+    out = Path(args.out) if args.out else resolve_path(cfg.runs_dir) / f"compare-{name}"
+    result = sweep(cfg, variants, seeds, out, shard=shard, table_only=args.table_only,
+                   progress=not args.quiet, on_finish=write_figures)
+    if not result.done:
         print("no finished run yet: nothing to tabulate")
-        return 1 if failed else 0
-    paths, table = write_tables(done, out, order=[v.name for v in variants])
+        return 1 if result.failed else 0
     with pd.option_context("display.width", 250, "display.max_columns", 20):
-        print(f"\n{len(done)} of {len(done) + len(missing)} runs finished; mean +- std over "
-              "seeds (BWT divisor T-1, forgetting 'first'):")
-        print(format_table(table).to_string())
-    if missing:
-        print("missing: " + ", ".join(f"{v.name} (seed {s})" for v, s in missing))
-    for k, v in paths.items():
+        print(f"\n{len(result.done)} of {len(result.done) + len(result.missing)} runs finished; "
+              "mean +- std over seeds (BWT divisor T-1, forgetting 'first'):")
+        print(format_table(result.table).to_string())
+    if result.missing:
+        print("missing: " + ", ".join(f"{v.name} (seed {s})" for v, s in result.missing))
+    for k, v in result.paths.items():
         print(f"{k}: {v}")
-    if failed:
-        print("failed (traceback above): " + ", ".join(failed), file=sys.stderr)
+    if result.failed:
+        print("failed (traceback above): " + ", ".join(result.failed), file=sys.stderr)
         return 1
     return 0
 
@@ -223,10 +185,12 @@ def _cmd_compare(cfg, args) -> int:
 def _cmd_probe(cfg, args) -> int:
     import pandas as pd
 
-    from .probes.stream import probe_stream
-    from .profiles import tower_split
+    from dmole_lab.analysis.profiles import tower_split
+    from dmole_lab.engine.probe_stream import probe_stream
+    from dmole_lab.viz.report import write_probe_figures
 
     store = probe_stream(cfg, progress=not args.quiet)
+    write_probe_figures(store)
     m = store.manifest()
     table = store.summary("sensitivity")
     split = tower_split(table, "grad_norm" if "grad_norm" in cfg.probe.proxies
@@ -246,9 +210,9 @@ def _cmd_probe(cfg, args) -> int:
 def _print_report(store) -> None:
     import pandas as pd
 
-    from .continual import write_summaries
+    from dmole_lab.viz.report import write_report
 
-    paths = write_summaries(store)
+    paths = write_report(store)
     sm = store.summary("score_matrix")
     tasks = store.manifest()["tasks"]
     piv = sm.pivot_table(index="stage", columns="eval_task", values="value")
@@ -273,7 +237,7 @@ def _print_report(store) -> None:
 
 
 def _cmd_report(cfg, args) -> int:
-    from .store import RunStore
+    from dmole_lab.store import RunStore
 
     if args.run_dir:
         store = RunStore(resolve_path(args.run_dir))
@@ -308,7 +272,7 @@ COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "probe": _cmd_probe,
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input, with a one-line reason)."""
-    from .models import ModelLoadError
+    from dmole_lab.models.loading import ModelLoadError
 
     args, rest = _parser().parse_known_args(argv)
     try:

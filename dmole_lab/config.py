@@ -58,7 +58,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """The synthetic continual stream (see dmole_lab.tasks)."""
+    """The synthetic continual stream (see dmole_lab.data.tasks)."""
 
     tasks: tuple[str, ...] = field(default=DEFAULT_TASKS, metadata=_help("stream order"))
     n_train: int = field(default=384, metadata=_help("training samples per task"))
@@ -112,7 +112,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Pre-training of the embedded tiny model on the base mix (dmole_lab.pretrain)."""
+    """Pre-training of the embedded tiny model on the base mix (dmole_lab.models.pretrain)."""
 
     vision_steps: int = field(default=1200, metadata=_help("phase 1: vision-tower steps"))
     vision_lr: float = field(default=2e-3, metadata=_help("phase 1: peak learning rate"))
@@ -147,7 +147,7 @@ class ProbeConfig:
 #: How the router picks experts at test time (method.md section 2, "Inference").
 ROUTING_MODES = ("batch", "sample")
 
-#: How a router autoencoder's output bias starts (dmole_lab.router.train_autoencoder).
+#: How a router autoencoder's output bias starts (dmole_lab.dmole.router.train_autoencoder).
 OUTPUT_BIAS = ("mean", "default")
 
 
@@ -182,7 +182,7 @@ class DMoleConfig:
         "inference routing: batch (released code) or sample"))
 
     def __post_init__(self):
-        from .allocation import ALLOCATORS, CURRICULA, TOWER_CHOICES
+        from dmole_lab.dmole.allocation import ALLOCATORS, CURRICULA, TOWER_CHOICES
 
         for key, allowed in (("curriculum", CURRICULA), ("towers", TOWER_CHOICES),
                              ("allocator", ALLOCATORS), ("routing", ROUTING_MODES),

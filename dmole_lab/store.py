@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import PROJECT_ROOT, RunConfig, config_hash, to_dict
+from dmole_lab.config import PROJECT_ROOT, RunConfig, config_hash, to_dict
 
 DEFAULT_EXCLUDE = ("runs_dir", "pretrain")
 #: Config sections read by one method only: they name that method's runs and no other's.

@@ -46,8 +46,7 @@ OVERRIDES = {"runs_dir": tempfile.mkdtemp()} if SMOKE else {}
 # %%
 import pandas as pd
 
-from dmole_lab import plots, results
-from dmole_lab.profiles import (
+from dmole_lab.analysis.profiles import (
     TOWERS,
     depth_centre,
     layer_profiles,
@@ -57,7 +56,8 @@ from dmole_lab.profiles import (
     tower_split,
     vision_share,
 )
-from dmole_lab.widgets import DynamicsExplorer, SensitivityExplorer
+from dmole_lab.viz import plots, results
+from dmole_lab.viz.widgets import DynamicsExplorer, SensitivityExplorer
 
 pd.set_option("display.precision", 3)
 
@@ -71,9 +71,9 @@ pd.set_option("display.precision", 3)
 
 # %%
 if RECOMPUTE:
-    from dmole_lab import continual
     from dmole_lab.config import build_config
-    from dmole_lab.probes.stream import probe_stream
+    from dmole_lab.engine import continual
+    from dmole_lab.engine.probe_stream import probe_stream
 
     cfg = build_config(PRESET, OVERRIDES)
     probe = probe_stream(cfg)

@@ -47,9 +47,11 @@ import time
 
 import pandas as pd
 
-from dmole_lab import plots, results, usage
-from dmole_lab.allocation import allocate_stream, allocation_table
-from dmole_lab.widgets import AllocationExplorer
+from dmole_lab.analysis import usage
+from dmole_lab.analysis.summaries import headline
+from dmole_lab.dmole.allocation import allocate_stream, allocation_table
+from dmole_lab.viz import plots, results
+from dmole_lab.viz.widgets import AllocationExplorer
 
 pd.set_option("display.precision", 3)
 
@@ -108,7 +110,7 @@ stages
 # ## Recompute it from the stored sensitivity table
 #
 # The allocator is a pure function of the sensitivity table and the settings
-# (`dmole_lab.allocation.allocate_stream`): recomputing the stream's allocation from the run's
+# (`dmole_lab.dmole.allocation.allocate_stream`): recomputing the stream's allocation from the run's
 # own table gives back exactly what the run used.
 
 # %%
@@ -215,8 +217,8 @@ for ax, (name, run) in zip(axes, (("D-MoLE", dmole_run), ("sequential LoRA", lor
 fig.tight_layout()
 
 # %%
-pd.DataFrame({"D-MoLE": results.headline(dmole_run),
-              "sequential LoRA": results.headline(lora_run)}).T
+pd.DataFrame({"D-MoLE": headline(dmole_run),
+              "sequential LoRA": headline(lora_run)}).T
 
 # %% [markdown]
 # **What we found** (shipped runs, seed 0; the comparison sweep gives 3 seeds,

@@ -42,10 +42,10 @@ OVERRIDES = {"runs_dir": tempfile.mkdtemp(), "dmole.router_epochs": 5} if SMOKE 
 # %%
 import pandas as pd
 
-from dmole_lab import plots, results
-from dmole_lab.allocation import curriculum_splits
-from dmole_lab.profiles import tower_ratio
-from dmole_lab.widgets import DynamicsExplorer
+from dmole_lab.analysis.profiles import tower_ratio
+from dmole_lab.dmole.allocation import curriculum_splits
+from dmole_lab.viz import plots, results
+from dmole_lab.viz.widgets import DynamicsExplorer
 
 pd.set_option("display.precision", 3)
 

@@ -46,15 +46,15 @@ OVERRIDES = {"dmole.router_epochs": 5} if SMOKE else {}
 # %%
 import pandas as pd
 
-from dmole_lab import plots, results
-from dmole_lab.compare import (
+from dmole_lab.analysis.compare import (
     ABLATION_VARIANTS,
     PEERS,
     format_table,
     method_table,
     run_metrics,
 )
-from dmole_lab.widgets import ComparisonExplorer
+from dmole_lab.viz import plots, results
+from dmole_lab.viz.widgets import ComparisonExplorer
 
 pd.set_option("display.precision", 2)
 pd.set_option("display.width", 200)
@@ -190,7 +190,8 @@ general
 # ## Summary
 #
 # - A forgetting curve is a column of the score matrix; AVG, Last, BWT, Forgetting, FWT and
-#   MFT are all pure functions of that matrix (`dmole_lab.metrics`), recomputed here from the
+#   MFT are all pure functions of that matrix (`dmole_lab.analysis.metrics`), recomputed here from
+#   the
 #   stored runs under either convention.
 # - The comparison is one command (`dmole-lab compare`), resumable and shardable; its tidy
 #   tables are all a notebook needs.

@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from dmole_lab.tiny import TinySpec  # noqa: E402
+from dmole_lab.models.tiny import TinySpec  # noqa: E402
 
 MICRO = TinySpec(vision_hidden=32, vision_layers=2, vision_heads=2, patch_size=16,
                  text_hidden=32, text_layers=2, text_heads=2, vocab_size=256)
@@ -16,7 +16,7 @@ MICRO = TinySpec(vision_hidden=32, vision_layers=2, vision_heads=2, patch_size=1
 
 @pytest.fixture(scope="session")
 def micro_processor():
-    from dmole_lab.tiny import build_processor
+    from dmole_lab.models.tiny import build_processor
 
     return build_processor(MICRO)
 
@@ -26,7 +26,7 @@ def micro_model_dir(tmp_path_factory, micro_processor):
     """A randomly initialised micro model + processor in Hugging Face format."""
     import torch
 
-    from dmole_lab.tiny import build_model
+    from dmole_lab.models.tiny import build_model
 
     torch.manual_seed(0)
     model = build_model(micro_processor, MICRO)

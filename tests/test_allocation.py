@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from dmole_lab.allocation import (
+from dmole_lab.dmole.allocation import (
     ABLATIONS,
     allocate,
     allocate_stream,

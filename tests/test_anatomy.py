@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dmole_lab.anatomy import anatomy_of, available_maps, load_map
+from dmole_lab.models.anatomy import anatomy_of, available_maps, load_map
 
 
 def test_llava_anatomy_of_micro_model(micro_model_dir):

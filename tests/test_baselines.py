@@ -7,17 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from dmole_lab import continual
-from dmole_lab.anatomy import anatomy_of
 from dmole_lab.config import ModelConfig, build_config
-from dmole_lab.encode import Encoded, concat, encode, subset, train_batch
+from dmole_lab.data.encode import Encoded, concat, encode, subset, train_batch
+from dmole_lab.data.tasks import make_samples
+from dmole_lab.engine import continual
 from dmole_lab.experts import ExpertConfig, Experts
 from dmole_lab.methods import make_method
 from dmole_lab.methods.ewc import ewc_penalty, fisher_diagonal, lora_parameters
 from dmole_lab.methods.lwf import distillation
 from dmole_lab.methods.olora import orthogonality
-from dmole_lab.models import load_model
-from dmole_lab.tasks import make_samples
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
 from tests.conftest import Interrupted, interrupt_after
 
 
@@ -194,7 +194,7 @@ def test_olora_keeps_older_loras_frozen_and_active(micro_model_dir):
     out = model(**batch)
     torch.testing.assert_close(method.extra_loss(model, batch, out),
                                2.0 * orthogonality(experts, "ocr", ["caption"]))
-    from dmole_lab.training import train_stage
+    from dmole_lab.training.stage import train_stage
 
     train_stage(model, data, params, cfg.train, 0, extra_loss=method.extra_loss, progress=False)
     for k, v in experts.state_dict("caption").items():

@@ -113,7 +113,7 @@ def test_bench_dmole_speed_reuses_finished_runs(smoke_overrides, tmp_path, monke
 def test_bench_compare_shards_ship_and_resume_elsewhere(smoke_overrides, tmp_path, monkeypatch,
                                                         capsys):
     from dmole_lab.cli import main
-    from dmole_lab.results import open_comparison, ship_comparison, unpack_runs
+    from dmole_lab.viz.results import open_comparison, ship_comparison, unpack_runs
 
     out = tmp_path / "compare.json"
     argv = ["--preset", "smoke", "--methods", "seq-lora,seq-ft", "--seeds", "0", "--shards",

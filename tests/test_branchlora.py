@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from dmole_lab import continual
-from dmole_lab.anatomy import anatomy_of
 from dmole_lab.config import BranchConfig, ModelConfig, build_config
-from dmole_lab.encode import encode, train_batch
+from dmole_lab.data.encode import encode, train_batch
+from dmole_lab.data.tasks import make_samples
+from dmole_lab.engine import continual
 from dmole_lab.experts.branch import BranchLinear, BranchSelector
 from dmole_lab.methods import make_method
 from dmole_lab.methods.branchlora import (
@@ -19,8 +19,8 @@ from dmole_lab.methods.branchlora import (
     select_scores,
     select_tasks,
 )
-from dmole_lab.models import load_model
-from dmole_lab.tasks import make_samples
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
 from tests.conftest import Interrupted, interrupt_after
 
 

@@ -59,8 +59,8 @@ def test_methods_in_parallel_processes_match_the_same_runs_one_after_the_other(
     import torch
 
     from dmole_lab.config import build_config
-    from dmole_lab.continual import run
-    from dmole_lab.parallel import run_parallel
+    from dmole_lab.engine.continual import run
+    from dmole_lab.engine.parallel import run_parallel
 
     over = {**smoke_overrides, "train.max_steps": "2", "dmole.router_epochs": "2"}
     argv = [f"--{k}={v}" for k, v in over.items()]

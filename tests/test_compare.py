@@ -4,8 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmole_lab.cli import main
-from dmole_lab.compare import (
+from dmole_lab.analysis.compare import (
     Variant,
     format_table,
     jobs,
@@ -14,6 +13,7 @@ from dmole_lab.compare import (
     parse_variant,
     run_metrics,
 )
+from dmole_lab.cli import main
 
 
 def test_variants_name_methods_overrides_and_ablations():

@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dmole_lab import continual
+from dmole_lab.analysis.metrics import matrix_from_scores
 from dmole_lab.config import build_config
-from dmole_lab.metrics import matrix_from_scores
+from dmole_lab.engine import continual
+from dmole_lab.viz import report
 from tests.conftest import Interrupted, interrupt_after
 
 
@@ -21,6 +22,9 @@ def test_run_writes_matrix_metrics_and_heatmap(smoke_overrides):
     assert A.shape == (4, 3) and np.isfinite(A).all()
     metrics = store.summary("metrics")
     assert {"AVG", "Last", "BWT", "Forgetting", "FWT", "MFT", "General"} <= set(metrics.metric)
+    assert not (store.root / "figures").exists()  # the training loop draws nothing
+    figures = report.write_figures(store)
+    assert set(figures) == {"heatmap", "curves", "tower_dynamics"}
     assert (store.root / "figures" / "score_matrix.png").stat().st_size > 1000
     assert (store.root / "figures" / "forgetting_curves.png").stat().st_size > 1000
     assert (store.root / "figures" / "tower_dynamics.png").stat().st_size > 1000
@@ -58,10 +62,10 @@ def test_interrupted_run_resumes_without_recomputing(smoke_overrides, tmp_path):
 
 
 def test_seq_lora_merges_its_adapter(micro_model_dir):
-    from dmole_lab.anatomy import anatomy_of
     from dmole_lab.config import ModelConfig, RunConfig
     from dmole_lab.methods import make_method
-    from dmole_lab.models import load_model
+    from dmole_lab.models.anatomy import anatomy_of
+    from dmole_lab.models.loading import load_model
 
     model, _ = load_model(ModelConfig(path=str(micro_model_dir), device="cpu"))
     an = anatomy_of(model)

@@ -6,14 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-from dmole_lab import continual
-from dmole_lab.allocation import expert_params
-from dmole_lab.anatomy import anatomy_of
 from dmole_lab.config import ConfigError, ModelConfig, build_config
-from dmole_lab.encode import encode
-from dmole_lab.models import load_model
-from dmole_lab.router import Router, TaskAutoencoder, representations, train_autoencoder
-from dmole_lab.tasks import make_samples
+from dmole_lab.data.encode import encode
+from dmole_lab.data.tasks import make_samples
+from dmole_lab.dmole.allocation import expert_params
+from dmole_lab.dmole.router import Router, TaskAutoencoder, representations, train_autoencoder
+from dmole_lab.engine import continual
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
+from dmole_lab.viz import report
 from tests.conftest import Interrupted, interrupt_after
 
 
@@ -52,7 +53,7 @@ def test_dmole_run_records_allocation_routing_and_peft_adapters(dmole_overrides)
     joined = store.table("train_routing")
     assert set(joined.task) == set(cfg.stream.tasks) and (joined.step >= 0).all()
     assert set(joined[joined.task == "caption"].joined) == {""}  # no earlier task to join
-    summaries = continual.write_summaries(store)
+    summaries = report.write_report(store)
     for key in ("allocation", "router_confusion", "router_accuracy", "expert_usage", "routing",
                 "train_routing", "sensitivity", "curriculum"):
         assert summaries[key].is_file()
@@ -166,6 +167,7 @@ def test_dmole_ablation_with_llm_experts_only_runs_end_to_end(dmole_overrides):
     store = continual.run(cfg, progress=False)
     assert store.manifest()["status"] == "complete"
     assert set(store.table("allocation").tower) == {"llm"}
+    report.write_figures(store)
     assert (store.root / "figures" / "tower_dynamics.png").stat().st_size > 1000
 
 

@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from dmole_lab.anatomy import anatomy_of
 from dmole_lab.config import ModelConfig
-from dmole_lab.encode import encode, train_batch
+from dmole_lab.data.encode import encode, train_batch
+from dmole_lab.data.tasks import make_samples
 from dmole_lab.experts import ExpertConfig, Experts
-from dmole_lab.models import load_model
-from dmole_lab.tasks import make_samples
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
 
 
 @pytest.fixture()

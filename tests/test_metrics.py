@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmole_lab import metrics
+from dmole_lab.analysis import metrics
 
 # Hand-built 3-task matrix: row 0 zero-shot, row t after stage t.
 A = np.array([

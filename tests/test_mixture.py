@@ -7,16 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from dmole_lab import continual
-from dmole_lab.anatomy import anatomy_of
 from dmole_lab.config import ConfigError, MixtureConfig, ModelConfig, RunConfig, build_config
-from dmole_lab.encode import encode, train_batch
+from dmole_lab.data.encode import encode, train_batch
+from dmole_lab.data.tasks import make_samples
+from dmole_lab.engine import continual
 from dmole_lab.experts.mixture import MixtureLinear, experts_at, load_balance_loss
 from dmole_lab.methods import make_method
 from dmole_lab.methods.mixture import check_mixture
-from dmole_lab.models import load_model
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
 from dmole_lab.probes.recorders import lora_modules
-from dmole_lab.tasks import make_samples
 from tests.conftest import Interrupted, interrupt_after
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dmole_lab.config import ModelConfig
-from dmole_lab.models import ModelLoadError, load_model
+from dmole_lab.models.loading import ModelLoadError, load_model
 
 
 def test_load_roundtrip(micro_model_dir):

@@ -4,8 +4,8 @@ import torch
 from safetensors.torch import load_file
 
 from dmole_lab.config import ModelConfig, build_config
-from dmole_lab.models import load_model
-from dmole_lab.pretrain import pretrain
+from dmole_lab.models.loading import load_model
+from dmole_lab.models.pretrain import pretrain
 
 from .conftest import MICRO
 

@@ -4,14 +4,14 @@ import pandas as pd
 import pytest
 import torch
 
-from dmole_lab import results
 from dmole_lab.cli import main
 from dmole_lab.config import ModelConfig, TrainConfig, build_config
-from dmole_lab.encode import encode
-from dmole_lab.models import load_model
+from dmole_lab.data.encode import encode
+from dmole_lab.data.tasks import make_samples
+from dmole_lab.engine.probe_stream import probe_plan, probe_store, probe_stream
+from dmole_lab.models.loading import load_model
 from dmole_lab.probes.oracle import held_out_loss, oracle_gains
-from dmole_lab.probes.stream import probe_plan, probe_store, probe_stream
-from dmole_lab.tasks import make_samples
+from dmole_lab.viz import report, results
 
 
 @pytest.fixture()
@@ -33,6 +33,7 @@ def test_probe_stream_stores_every_task_proxy_and_batch_count(probe_overrides):
     assert (g[2] > g[1]).all()
     m = store.manifest()
     assert m["kind"] == "probe" and m["status"] == "complete" and m["probe_batches"] == 2
+    report.write_probe_figures(store)
     assert {p.name for p in (store.root / "figures").iterdir()} == {
         f"sensitivity_{p}.png" for p in cfg.probe.proxies}
     # a method or LoRA setting does not change what a probe measures: same folder

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from dmole_lab.anatomy import anatomy_of
 from dmole_lab.config import ModelConfig
-from dmole_lab.encode import encode, train_batch
-from dmole_lab.models import load_model
+from dmole_lab.data.encode import encode, train_batch
+from dmole_lab.data.tasks import make_samples
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
 from dmole_lab.probes import probe_batches, record, sensitivity
-from dmole_lab.tasks import make_samples
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_tower_dynamics_match_direct_computation(micro):
 
     from dmole_lab.config import TrainConfig
     from dmole_lab.probes.recorders import TowerDynamics
-    from dmole_lab.training import TrainCallback, train_stage
+    from dmole_lab.training.stage import TrainCallback, train_stage
 
     base, data, anatomy = micro
     targets = [m.path for m in anatomy.select("all")]

@@ -1,11 +1,10 @@
-"""Reading sensitivity tables (dmole_lab.profiles) and the figures drawn from them."""
+"""Reading sensitivity tables (dmole_lab.analysis.profiles) and the figures drawn from them."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from dmole_lab import plots
-from dmole_lab.profiles import (
+from dmole_lab.analysis.profiles import (
     depth_centre,
     layer_profiles,
     mean_offdiagonal,
@@ -17,6 +16,7 @@ from dmole_lab.profiles import (
     tower_split,
     vision_share,
 )
+from dmole_lab.viz import plots
 
 # Per-layer scores of three tasks; each layer has two modules that share the layer's score.
 PROFILES = {

@@ -2,7 +2,8 @@
 
 import pytest
 
-from dmole_lab import results
+from dmole_lab.analysis.summaries import headline
+from dmole_lab.viz import results
 from tests.test_widgets import _stored_run
 
 
@@ -13,7 +14,7 @@ def test_find_runs_matches_dotted_settings_on_complete_runs(tmp_path):
     assert [s.root.name for s in found] == ["dmole-b"]
     assert results.find_runs({"dmole.nope": 1}, (tmp_path,)) == []
     assert results.find_runs({"dmole.budget": 0.5}, (tmp_path / "missing",)) == []
-    assert results.headline(found[0]) == {"AVG": 40.0, "Last": 35.0, "BWT": -2.5}
+    assert headline(found[0]) == {"AVG": 40.0, "Last": 35.0, "BWT": -2.5}
 
 
 def test_run_command_spells_the_overrides():

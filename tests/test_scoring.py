@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dmole_lab import scoring
+from dmole_lab.analysis import scoring
 
 
 def test_exact_strict_and_relaxed():

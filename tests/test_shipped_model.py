@@ -1,9 +1,9 @@
 """The embedded default as shipped in data/: loadable, small, and the main job's smoke run."""
 
-from dmole_lab.anatomy import anatomy_of
 from dmole_lab.cli import main
 from dmole_lab.config import ModelConfig, resolve_path
-from dmole_lab.models import load_model
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
 
 
 def test_shipped_tiny_llava_loads_through_from_pretrained():

@@ -3,11 +3,11 @@ import re
 import numpy as np
 import pytest
 
+from dmole_lab.analysis.scoring import parse_box
 from dmole_lab.config import StreamConfig
-from dmole_lab.scoring import parse_box
-from dmole_lab.stream import build_stream
-from dmole_lab.tasks import GENERAL_SETS, TASKS, make_samples, task_spec
-from dmole_lab.world import IMAGE_SIZE, digit_pool
+from dmole_lab.data.stream import build_stream
+from dmole_lab.data.tasks import GENERAL_SETS, TASKS, make_samples, task_spec
+from dmole_lab.data.world import IMAGE_SIZE, digit_pool
 
 
 @pytest.mark.parametrize("name", list(TASKS) + list(GENERAL_SETS))

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from dmole_lab import usage
+from dmole_lab.analysis import usage
 
 
 def _routing():
@@ -51,7 +51,7 @@ def test_task_activity_and_expert_usage_split_joined_active_sets():
 
 
 def test_allocation_and_confusion_figures_show_counts_per_layer():
-    from dmole_lab import plots
+    from dmole_lab.viz import plots
 
     alloc = pd.DataFrame({"task": ["a", "a", "a", "b"], "tower": ["vision", "vision", "llm", "llm"],
                           "layer": [0, 0, 2, 2], "module": ["q", "k", "v", "o"]})
@@ -67,7 +67,7 @@ def test_allocation_and_confusion_figures_show_counts_per_layer():
 
 
 def test_curriculum_and_ratio_bars_draw_one_bar_per_task_and_series():
-    from dmole_lab import plots
+    from dmole_lab.viz import plots
 
     splits = pd.DataFrame({"task": ["a", "b"] * 2, "curriculum": ["current"] * 2 + ["none"] * 2,
                            "vision_share": [0.25, 0.5, 0.5, 0.5], "rho_vision": [0.1, 0.6, .5, .5]})

@@ -1,8 +1,8 @@
 import torch
 
-from dmole_lab.tasks import make_samples
-from dmole_lab.vision_pretrain import HEADS, CellProbe, cell_labels
-from dmole_lab.world import CELL
+from dmole_lab.data.tasks import make_samples
+from dmole_lab.data.world import CELL
+from dmole_lab.models.vision_pretrain import HEADS, CellProbe, cell_labels
 
 
 def test_cell_labels_match_scene_objects():

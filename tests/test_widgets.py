@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmole_lab.widgets import (
+from dmole_lab.viz.widgets import (
     ALL_TASKS,
     AllocationExplorer,
     DynamicsExplorer,
@@ -51,8 +51,8 @@ def test_dynamics_explorer_filters_stages_and_switches_quantity():
 
 
 def test_unknown_task_is_a_clear_error():
-    from dmole_lab import plots
-    from dmole_lab.profiles import layer_profiles
+    from dmole_lab.analysis.profiles import layer_profiles
+    from dmole_lab.viz import plots
 
     with pytest.raises(ValueError, match="task 'nope' is not in the table; available"):
         plots.layer_profile_bars(layer_profiles(_table()), "nope")
@@ -76,7 +76,7 @@ def _stored_run(root, budget):
 
 
 def test_allocation_explorer_recomputes_and_finds_stored_runs(tmp_path):
-    from dmole_lab import results
+    from dmole_lab.viz import results
 
     _stored_run(tmp_path / "dmole-a", budget=0.5)
     find = lambda s: results.find_runs(  # noqa: E731 - as a notebook passes it
@@ -104,7 +104,7 @@ def test_allocation_explorer_recomputes_and_finds_stored_runs(tmp_path):
 
 
 def test_comparison_explorer_follows_methods_task_and_conventions():
-    from dmole_lab.widgets import ComparisonExplorer
+    from dmole_lab.viz.widgets import ComparisonExplorer
     from tests.test_compare import _scores
 
     # Three tasks; task t0 drops from 60 to 30 (max 60) for "a", from 60 to 50 for "b".

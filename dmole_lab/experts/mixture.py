@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..anatomy import ModuleInfo
-from ..config import MixtureConfig
+from dmole_lab.config import MixtureConfig
+from dmole_lab.models.anatomy import ModuleInfo
 
 #: names of a mixture's own tensors in :meth:`MixtureLinear.adapter_state_dict`
 ADAPTER_KEYS = ("expert_A", "expert_B", "router.weight")

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..store import read_tensors, write_tensors
+from dmole_lab.store import read_tensors, write_tensors
+
 from .config import ExpertConfig
 from .layer import ExpertLinear, Gates
 

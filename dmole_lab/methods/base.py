@@ -8,14 +8,14 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from ..anatomy import Anatomy
-from ..config import RunConfig
-from ..encode import Encoded
-from ..usage import routing_counts
+from dmole_lab.analysis.usage import routing_counts
+from dmole_lab.config import RunConfig
+from dmole_lab.data.encode import Encoded
+from dmole_lab.models.anatomy import Anatomy
 
 
 class ContinualMethod:
-    """A continual-learning method, driven stage by stage by :func:`dmole_lab.continual.run`.
+    """A continual-learning method, driven stage by stage by :func:`dmole_lab.engine.continual.run`.
 
     The runner calls, for each task t (1-based): ``begin_task`` -> train the returned model's
     ``trainable_parameters`` on ``training_data`` with ``extra_loss`` -> ``end_task``, which
@@ -83,7 +83,8 @@ class RoutedMethod(ContinualMethod):
     BranchLoRA), and records the routing of every evaluation.
 
     Subclasses fill, per stage: ``eval_routes`` (one dict per evaluated sample: ``eval_task``,
-    ``routed``, ``active``; see :func:`dmole_lab.usage.routing_counts`), ``stage_extra`` (tables
+    ``routed``, ``active``; see :func:`dmole_lab.analysis.usage.routing_counts`), ``stage_extra``
+    (tables
     of the stage) and ``stage_info`` (manifest figures); ``eval_z`` caches each evaluation set's
     routing features. They name the tasks a sample can be routed to (``routed_tasks``) and how
     routing is switched off after an evaluation (``stop_routing``).

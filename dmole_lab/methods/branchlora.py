@@ -13,7 +13,7 @@ router (and the trunk).
 Task selector (no task id at test time): per task, keys k_img and k_txt minimise
 L_align = sum (1 - cos(e_img, k_img)) + sum (1 - cos(e_txt, k_txt)) over the task's training
 samples, with e_img / e_txt the vision / text parts of the base model's routing features
-(:func:`dmole_lab.router.representations`, computed once per sample with the adapters off and
+(:func:`dmole_lab.dmole.router.representations`, computed once per sample with the adapters off and
 cached). A sample is routed to argmax over learned tasks of cos(e_img, k_img) + cos(e_txt,
 k_txt), and every module then uses that task's router.
 """
@@ -26,12 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import BranchConfig
-from ..encode import Encoded
-from ..experts.branch import BranchLinear, BranchSelector
-from ..router import representations
-from ..training import TrainCallback
-from ..usage import NONE
+from dmole_lab.analysis.usage import NONE
+from dmole_lab.config import BranchConfig
+from dmole_lab.data.encode import Encoded
+from dmole_lab.dmole.router import representations
+from dmole_lab.experts.branch import BranchLinear, BranchSelector
+from dmole_lab.training.stage import TrainCallback
+
 from .base import RoutedMethod, register
 
 

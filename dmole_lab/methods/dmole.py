@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..allocation import Allocation, allocate, mode_splits, module_scores
-from ..encode import Encoded
-from ..experts import ExpertConfig, Experts
-from ..probes.sensitivity import probe_batches, sensitivity
-from ..router import Router, representations, train_autoencoder
-from ..training import TrainCallback
-from ..usage import ACTIVE_SEP, NONE
+from dmole_lab.analysis.usage import ACTIVE_SEP, NONE
+from dmole_lab.data.encode import Encoded
+from dmole_lab.dmole.allocation import Allocation, allocate, mode_splits, module_scores
+from dmole_lab.dmole.router import Router, representations, train_autoencoder
+from dmole_lab.experts import ExpertConfig, Experts
+from dmole_lab.probes.sensitivity import probe_batches, sensitivity
+from dmole_lab.training.stage import TrainCallback
+
 from .base import RoutedMethod, register
 
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..encode import Encoded, placement, to_device, train_batch
-from ..seeding import stage_seed
+from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
+from dmole_lab.seeding import stage_seed
+
 from .base import register
 from .seq_ft import SequentialFT
 

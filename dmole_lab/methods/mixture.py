@@ -14,8 +14,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import ConfigError, MixtureConfig
-from ..experts.mixture import ADAPTER_KEYS, MixtureLinear, add_mixtures, experts_at, mixture_layers
+from dmole_lab.config import ConfigError, MixtureConfig
+from dmole_lab.experts.mixture import (
+    ADAPTER_KEYS,
+    MixtureLinear,
+    add_mixtures,
+    experts_at,
+    mixture_layers,
+)
+
 from .base import ContinualMethod, register
 
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import resolve_path
-from ..encode import Encoded, concat, encode, subset
-from ..seeding import stage_seed
-from ..tasks import make_samples
+from dmole_lab.config import resolve_path
+from dmole_lab.data.encode import Encoded, concat, encode, subset
+from dmole_lab.data.tasks import make_samples
+from dmole_lab.seeding import stage_seed
+
 from .base import register
 from .seq_ft import SequentialFT
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ..experts import ExpertConfig, Experts
+from dmole_lab.experts import ExpertConfig, Experts
+
 from .base import ContinualMethod, register
 
 

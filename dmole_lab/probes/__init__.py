@@ -1,7 +1,7 @@
 """Probes: recorders of what happens inside a model (hooks, sensitivity proxies, training dynamics).
 
 Everything here touches torch; the analysis of what probes return (profiles, rank correlations)
-lives in the torch-free :mod:`dmole_lab.profiles`.
+lives in the torch-free :mod:`dmole_lab.analysis.profiles`.
 """
 
 from .hooks import Cache, hooked, record

@@ -8,7 +8,7 @@
     cache["vision", 5]           # hidden states leaving vision layer 5
     cache.inputs["llm.3.attn.q"] # its input
 
-Modules are named by canonical alias (dmole_lab.anatomy), never by an invented tree.
+Modules are named by canonical alias (dmole_lab.models.anatomy), never by an invented tree.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..anatomy import Anatomy, anatomy_of
+from dmole_lab.models.anatomy import Anatomy, anatomy_of
 
 
 @contextmanager

@@ -3,7 +3,8 @@
 For each layer of each tower, a LoRA on that layer's candidate modules alone is trained from the
 base model for a fixed small number of steps, and the reduction of the held-out loss is the
 layer's oracle gain. The proxy is right to the extent that it ranks layers like these gains
-(Spearman, :func:`dmole_lab.profiles.proxy_vs_oracle`). Costs one short training run per layer,
+(Spearman, :func:`dmole_lab.analysis.profiles.proxy_vs_oracle`). Costs one short training run per
+layer,
 so it is a benchmark (benchmarks/bench_proxy_oracle.py), not something a method runs.
 """
 
@@ -15,11 +16,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..anatomy import Anatomy, anatomy_of
-from ..config import TrainConfig
-from ..encode import Encoded, placement, to_device, train_batch
-from ..seeding import seed_everything
-from ..training import train_stage
+from dmole_lab.config import TrainConfig
+from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
+from dmole_lab.models.anatomy import Anatomy, anatomy_of
+from dmole_lab.seeding import seed_everything
+from dmole_lab.training.stage import train_stage
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Per-step recorders of training dynamics per tower (method.md section 5, Figure 2).
 
-:class:`TowerDynamics` is a :class:`dmole_lab.training.TrainCallback` recording, every
+:class:`TowerDynamics` is a :class:`dmole_lab.training.stage.TrainCallback` recording, every
 ``every`` steps and for each tower (vision, llm, projector when trained):
 
 - ``grad_norm``: sqrt(sum ||grad||_F^2) over the trainable parameters of the tower, read after
@@ -20,8 +20,8 @@ from collections import defaultdict
 import pandas as pd
 import torch
 
-from ..anatomy import Anatomy
-from ..training import TrainCallback
+from dmole_lab.models.anatomy import Anatomy
+from dmole_lab.training.stage import TrainCallback
 
 
 def lora_modules(model: torch.nn.Module):

@@ -25,8 +25,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..anatomy import Anatomy, ModuleInfo, anatomy_of
-from ..encode import Encoded, placement, to_device, train_batch
+from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
+from dmole_lab.models.anatomy import Anatomy, ModuleInfo, anatomy_of
+
 from .hooks import hooked
 
 PROXIES = {

@@ -86,10 +86,10 @@ def sensitivity_heatmaps(profiles: pd.DataFrame, tasks: list[str] | None = None,
     """Figure 1 (method.md section 5): tasks x layers per tower, darker = more sensitive.
 
     ``profiles`` is a per-layer table (task, tower, layer, score), e.g. from
-    :func:`dmole_lab.profiles.layer_profiles`; rows are normalised per task and tower with
+    :func:`dmole_lab.analysis.profiles.layer_profiles`; rows are normalised per task and tower with
     ``normalisation`` ("minmax" as in the paper). ``ax``: a pair of axes (vision, llm) or None.
     """
-    from .profiles import TOWERS, normalise, profile_matrix
+    from dmole_lab.analysis.profiles import TOWERS, normalise, profile_matrix
 
     tasks = list(tasks) if tasks is not None else list(dict.fromkeys(profiles["task"]))
     norm = normalise(profiles, normalisation)
@@ -118,7 +118,7 @@ def layer_profile_bars(profiles: pd.DataFrame, task: str, normalisation: str = "
     ``profiles``: task, tower, layer, score (see :func:`sensitivity_heatmaps`); ``ax``: a pair
     of axes (vision, llm) or None.
     """
-    from .profiles import TOWERS, normalise
+    from dmole_lab.analysis.profiles import TOWERS, normalise
 
     if task not in set(profiles["task"]):
         raise ValueError(f"task {task!r} is not in the table; available: "
@@ -147,7 +147,7 @@ def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
     ``quantity``: "grad_norm" or "rel_update"; ``smooth``: rolling-mean window (1 = raw);
     ``ax``: a pair of axes (magnitudes, ratio) or None.
     """
-    from .profiles import QUANTITIES
+    from dmole_lab.analysis.profiles import QUANTITIES
 
     d = dynamics[dynamics["quantity"] == quantity]
     if d.empty:
@@ -238,11 +238,11 @@ def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
     layer that hold an expert of each task.
 
     ``allocation``: task, tower, layer, module (one row per expert, e.g. a D-MoLE run's
-    ``allocation`` table or :meth:`dmole_lab.allocation.Allocation.table`); ``n_layers``: layers
-    per tower, so that layers with no expert still get a column; ``ax``: a pair of axes
-    (vision, llm) or None.
+    ``allocation`` table or :meth:`dmole_lab.dmole.allocation.Allocation.table`);
+    ``n_layers``: layers per tower, so that layers with no expert still get a column; ``ax``: a
+    pair of axes (vision, llm) or None.
     """
-    from .allocation import TOWERS
+    from dmole_lab.dmole.allocation import TOWERS
 
     per_layer = int(allocation.groupby(["tower", "layer"])["module"].nunique().max()) \
         if len(allocation) else 1
@@ -269,7 +269,7 @@ def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
 
 
 def routing_confusion(confusion: pd.DataFrame, ax=None, title: str | None = None):
-    """Evaluation set x routed task as row shares (e.g. :func:`dmole_lab.usage.confusion`
+    """Evaluation set x routed task as row shares (e.g. :func:`dmole_lab.analysis.usage.confusion`
     with ``normalise=True``); the diagonal is the router's accuracy per set."""
     fig, ax = _ax(ax, figsize=(1.5 + 0.55 * confusion.shape[1], 1.0 + 0.45 * len(confusion)))
     data = confusion.to_numpy(dtype=float)
@@ -291,8 +291,9 @@ def routing_confusion(confusion: pd.DataFrame, ax=None, title: str | None = None
 def curriculum_split_bars(splits: pd.DataFrame, ax=None, title: str | None = None):
     """Per task, the vision tower's share of the expert budget under each curriculum mode.
 
-    ``splits``: task, curriculum, vision_share (:func:`dmole_lab.allocation.curriculum_splits`);
-    the dashed line at each task's rho_V (mode "current") is the share before the floor.
+    ``splits``: task, curriculum, vision_share
+    (:func:`dmole_lab.dmole.allocation.curriculum_splits`); the dashed line at each task's rho_V
+    (mode "current") is the share before the floor.
     """
     fig, ax = _ax(ax, figsize=(9, 3.5))
     tasks = list(dict.fromkeys(splits["task"]))
@@ -319,7 +320,7 @@ def tower_ratio_bars(ratios: dict[str, pd.DataFrame], ax=None, title: str | None
                      label: str = "LLM / vision gradient norm (median over the stage)"):
     """Per task, the LLM / vision ratio of each method side by side (log scale; 1 = balanced).
 
-    ``ratios``: method -> :func:`dmole_lab.profiles.tower_ratio` table (task, median, ...).
+    ``ratios``: method -> :func:`dmole_lab.analysis.profiles.tower_ratio` table (task, median, ...).
     """
     fig, ax = _ax(ax, figsize=(9, 3.5))
     tasks = list(dict.fromkeys(t for r in ratios.values() for t in r["task"]))

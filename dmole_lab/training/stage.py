@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
-from .encode import Encoded, placement, to_device, train_batch
+from dmole_lab.config import TrainConfig
+from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
 
 
 class StepCallback(Protocol):

@@ -1,7 +1,7 @@
 """Notebook explorers: controls that look things up in stored tables and redraw with ``plots``.
 
-A widget holds no logic (style.md): every number comes from :mod:`dmole_lab.profiles` on a table
-already computed and stored, every figure from :mod:`dmole_lab.plots`, so a change of a control
+A widget holds no logic: every number comes from :mod:`dmole_lab.analysis.profiles` on a table
+already computed and stored, every figure from :mod:`dmole_lab.viz.plots`, so a change of a control
 redraws in milliseconds. Each explorer exposes its controls as attributes (set ``.value`` to
 drive it from code or a test), the last figure as ``.figure`` and the whole panel as ``.widget``
 (displayed when the explorer is the last expression of a cell).
@@ -15,9 +15,10 @@ import ipywidgets as W
 import pandas as pd
 from IPython.display import display
 
+from dmole_lab.analysis.profiles import NORMALISATIONS, QUANTITIES, layer_profiles, tower_split
+from dmole_lab.dmole.allocation import CURRICULA, allocate_stream, allocation_table, expert_params
+
 from . import plots
-from .allocation import CURRICULA, allocate_stream, allocation_table, expert_params
-from .profiles import NORMALISATIONS, QUANTITIES, layer_profiles, tower_split
 
 ALL_TASKS = "all tasks"
 
@@ -118,7 +119,7 @@ class AllocationExplorer(_Explorer):
     """Figure 3 live: D-MoLE's allocation of every task from a stored sensitivity table.
 
     Budget fraction, vision floor and curriculum mode recompute the allocation of the whole
-    stream (method.md section 2 steps 2-3, :func:`dmole_lab.allocation.allocate_stream`) and
+    stream (method.md section 2 steps 2-3, :func:`dmole_lab.dmole.allocation.allocate_stream`) and
     redraw the tasks x layers heatmaps. The note under the figure gives the time the
     recomputation took, the experts' trainable parameters per task (rank ``r``), and the scores
     of a stored D-MoLE run with these settings (``find`` returns the matching runs), or the
@@ -175,7 +176,9 @@ class AllocationExplorer(_Explorer):
         return plots.allocation_heatmaps(alloc, self.tasks, self.n_layers, title=label)
 
     def _note(self) -> str:
-        from .results import headline, run_command
+        from dmole_lab.analysis.summaries import headline
+
+        from .results import run_command
 
         p = self.params
         lines = [f"allocation of {len(self.tasks)} tasks recomputed in "
@@ -206,8 +209,8 @@ class ComparisonExplorer(_Explorer):
 
     def __init__(self, scores: pd.DataFrame, runs: pd.DataFrame,
                  variants: list[str] | None = None, task: str | None = None):
-        from .compare import run_metrics
-        from .metrics import BWT_DIVISORS, FORGETTING_MODES
+        from dmole_lab.analysis.compare import run_metrics
+        from dmole_lab.analysis.metrics import BWT_DIVISORS, FORGETTING_MODES
 
         self.scores, self.runs = scores, runs
         self.tasks = runs["tasks"].iloc[0].split(",")
@@ -232,7 +235,7 @@ class ComparisonExplorer(_Explorer):
 
     def draw(self):
         """The chosen task's curves; the table under the figure follows the conventions."""
-        from .compare import format_table, method_table
+        from dmole_lab.analysis.compare import format_table, method_table
 
         chosen = list(self.variants.value)
         per_run = self.per_run[(self.bwt_divisor.value, self.forgetting.value)]

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from .config import StreamConfig
+from dmole_lab.config import StreamConfig
+
 from .tasks import GENERAL_SETS, TASKS, Sample, make_samples
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from .world import IMAGE_SIZE
+from dmole_lab.data.world import IMAGE_SIZE
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 # One user turn with the image first; the answer follows "assistant:" and ends with </s>.
@@ -44,7 +44,7 @@ def tokenizer_corpus() -> list[str]:
     Built from the world's constants, not from sampled tasks, so that changing a task's
     sampling never changes the tokenizer (and with it the pre-trained checkpoint).
     """
-    from .world import COLOURS, SHAPES, SIZES
+    from dmole_lab.data.world import COLOURS, SHAPES, SIZES
 
     texts = ["user: assistant:", "0 1 2 3 4 5 6 7 8 9 [ ] , . ? : a b c d"]
     for colour in COLOURS:

@@ -13,14 +13,14 @@ import time
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..anatomy import anatomy_of
-from ..config import RunConfig, resolve_path
-from ..encode import encode
-from ..models import load_model
-from ..seeding import seed_everything, stage_seed
-from ..store import RunStore
-from ..stream import build_stream, validate_tasks
-from .sensitivity import check_proxies, probe_batches, sensitivity
+from dmole_lab.config import RunConfig, resolve_path
+from dmole_lab.data.encode import encode
+from dmole_lab.data.stream import build_stream, validate_tasks
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
+from dmole_lab.probes.sensitivity import check_proxies, probe_batches, sensitivity
+from dmole_lab.seeding import seed_everything, stage_seed
+from dmole_lab.store import RunStore
 
 #: Config sections a probe does not read (kept out of its folder's hash).
 PROBE_EXCLUDE = ("runs_dir", "pretrain", "method", "lora", "eval", "dmole")
@@ -69,24 +69,8 @@ def probe_stream(cfg: RunConfig, progress: bool = True) -> RunStore:
                            info={"task": task, "seconds": seconds})
     table = store.table("sensitivity")
     store.write_summary("sensitivity", table)
-    write_probe_figures(store)
     store.update_manifest(status="complete")
     return store
-
-
-def write_probe_figures(store: RunStore) -> None:
-    """Figure-1 heatmaps (one file per proxy) at the method's default number of batches."""
-    from .. import plots
-    from ..profiles import layer_profiles
-
-    m = store.manifest()
-    table = store.summary("sensitivity")
-    for proxy in sorted(set(table["proxy"])):
-        prof = layer_profiles(table, proxy=proxy, batches=m["probe_batches"])
-        fig = plots.sensitivity_heatmaps(prof, tasks=m["tasks"],
-                                         title=f"{proxy}, {m['probe_batches']} batches")
-        fig.savefig(store.figure_path(f"sensitivity_{proxy}"), dpi=120, bbox_inches="tight")
-        plots.close(fig)
 
 
 def load_sensitivity(store: RunStore) -> pd.DataFrame:

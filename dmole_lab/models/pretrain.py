@@ -1,6 +1,6 @@
 """Pre-train the embedded tiny model on the base mix, so that the zero-shot row means something.
 
-Two phases, like a real VLM: the vision tower first learns to see (dmole_lab.vision_pretrain,
+Two phases, like a real VLM: the vision tower first learns to see (dmole_lab.models.vision_pretrain,
 the stand-in for a pre-trained CLIP), then the whole model learns the base mix.
 
 The base mix teaches what a generic instruction-tuned VLM knows before continual tuning: listing
@@ -18,14 +18,15 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from dmole_lab.config import RunConfig, TrainConfig, resolve_path, to_dict
+from dmole_lab.data.encode import encode
+from dmole_lab.data.tasks import make_samples
+from dmole_lab.seeding import seed_everything
+from dmole_lab.training.evaluation import evaluate
+from dmole_lab.training.stage import train_stage
+
 from .anatomy import anatomy_of
-from .config import RunConfig, TrainConfig, resolve_path, to_dict
-from .encode import encode
-from .evaluation import evaluate
-from .seeding import seed_everything
-from .tasks import make_samples
 from .tiny import TinySpec, build_model, build_processor
-from .training import train_stage
 from .vision_pretrain import pretrain_vision
 
 

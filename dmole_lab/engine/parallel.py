@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import RunConfig, resolve_path
-from .store import RunStore
+from dmole_lab.config import RunConfig, resolve_path
+from dmole_lab.store import RunStore
 
 
 def threads_per_job(jobs: int, cpus: int | None = None) -> int:

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .allocation import ABLATIONS
+from dmole_lab.dmole.allocation import ABLATIONS
+from dmole_lab.store import RunStore, write_table
+
 from .metrics import matrix_from_scores, summary
-from .results import headline
-from .store import RunStore, write_table
+from .summaries import headline
 
 METRICS = ("AVG", "Last", "BWT", "MFT")
 COST = ("params_per_task", "training_seconds")
@@ -207,23 +208,3 @@ def write_tables(done: list[tuple[Variant, int, RunStore]], out: Path,
         "Mean +- std over seeds (BWT divisor T-1, forgetting 'first'; method.md section 4).\n\n"
         + markdown(format_table(table)) + "\n")
     return paths, table
-
-
-def write_comparison(stores: list[RunStore], out: Path) -> dict[str, Path]:
-    """Write the runs' headline table and their score matrices side by side under ``out``."""
-    from . import plots
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = headline_table(stores)
-    paths = {"comparison": out / "comparison.parquet", "score_matrices": out / "score_matrices.png"}
-    table.to_parquet(paths["comparison"], index=False)
-    fig, axes = plots.plt.subplots(1, len(stores), figsize=(8 * len(stores), 5.5), squeeze=False)
-    for ax, store in zip(axes[0], stores):
-        m = store.manifest()
-        plots.score_matrix_heatmap(store.summary("score_matrix"), m["tasks"], ax=ax,
-                                   title=f"{m['method']} (seed {m['seed']})", general=False)
-    fig.tight_layout()
-    fig.savefig(paths["score_matrices"], dpi=110, bbox_inches="tight")
-    plots.close(fig)
-    return paths

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .anatomy import Anatomy
-from .config import OUTPUT_BIAS, ROUTING_MODES
-from .encode import Encoded, placement, prompt_batch, to_device
-from .probes.hooks import hooked
+from dmole_lab.config import OUTPUT_BIAS, ROUTING_MODES
+from dmole_lab.data.encode import Encoded, placement, prompt_batch, to_device
+from dmole_lab.models.anatomy import Anatomy
+from dmole_lab.probes.hooks import hooked
 
 
 def _image_token_id(model) -> int | None:

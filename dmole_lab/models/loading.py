@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
+from dmole_lab.config import ModelConfig, resolve_path
+
 from .anatomy import available_maps
-from .config import ModelConfig, resolve_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

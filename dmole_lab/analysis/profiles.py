@@ -1,7 +1,7 @@
 """Reading sensitivity tables: per-layer profiles, tower splits, and how different tasks are.
 
 Torch-free (pandas, numpy, scipy) so notebooks and widgets load fast. Input is the tidy table
-written by :func:`dmole_lab.probes.stream.probe_stream` (task, tower, layer, module, proxy,
+written by :func:`dmole_lab.engine.probe_stream.probe_stream` (task, tower, layer, module, proxy,
 batches, score).
 """
 

@@ -1,12 +1,14 @@
-"""Example images of every task (for data/README.md): ``python -m dmole_lab.gallery OUT.png``."""
+"""Example images of every task (for data/README.md): ``python -m dmole_lab.viz.gallery
+OUT.png``."""
 
 from __future__ import annotations
 
 import sys
 import textwrap
 
+from dmole_lab.data.tasks import GENERAL_SETS, TASKS, make_samples
+
 from .plots import close, sample_grid
-from .tasks import GENERAL_SETS, TASKS, make_samples
 
 
 def gallery(path: str, per_task: int = 1, seed: int = 0) -> str:

@@ -10,10 +10,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import EvalConfig
-from .encode import Encoded, placement, prompt_batch, to_device
-from .scoring import score
-from .tasks import task_spec
+from dmole_lab.analysis.scoring import score
+from dmole_lab.config import EvalConfig
+from dmole_lab.data.encode import Encoded, placement, prompt_batch, to_device
+from dmole_lab.data.tasks import task_spec
 
 
 @torch.no_grad()

@@ -12,8 +12,8 @@ import math
 import shutil
 from pathlib import Path
 
-from .config import PROJECT_ROOT
-from .store import RunStore
+from dmole_lab.config import PROJECT_ROOT
+from dmole_lab.store import RunStore
 
 RESULTS_DIR = PROJECT_ROOT / "results"
 RUNS_DIR = PROJECT_ROOT / "runs"
@@ -84,27 +84,20 @@ def run_command(preset: str, settings: dict[str, object]) -> str:
     return f"dmole-lab run --preset {preset} {args}".strip()
 
 
-HEADLINE = ("AVG", "Last", "BWT")
-
-
-def headline(store: RunStore, metrics: tuple[str, ...] = HEADLINE) -> dict[str, float]:
-    """AVG, Last and BWT (or other ``metrics``) of a finished run (BWT divisor T-1,
-    forgetting "first"; method.md section 4)."""
-    m = store.summary("metrics")
-    m = m[(m["bwt_divisor"] == "T-1") & (m["forgetting_mode"] == "first")]
-    return {k: float(m.loc[m["metric"] == k, "value"].iloc[0]) for k in metrics}
-
-
 def open_or_run(name: str, method: str, recompute: bool = False, preset: str = "tiny",
                 overrides: dict | None = None) -> RunStore:
     """The shipped run ``name``; or, with ``recompute``, a run of ``method`` on ``preset`` with
     ``overrides`` (resumed if it exists), as ``dmole-lab run`` would make it."""
     if not recompute:
         return open_run(name)
-    from .config import build_config
-    from .continual import run
+    from dmole_lab.config import build_config
+    from dmole_lab.engine.continual import run
 
-    return run(build_config(preset, {**(overrides or {}), "method": method}))
+    from .report import write_figures
+
+    store = run(build_config(preset, {**(overrides or {}), "method": method}))
+    write_figures(store)
+    return store
 
 
 COMPARISON_FILES = ("scores.parquet", "runs.parquet", "table.parquet", "table.md")
@@ -152,7 +145,7 @@ def unpack_runs(name: str, runs_dir: Path, results_dir: Path | None = None) -> l
 
 
 def open_comparison(name: str, results_dir: Path | None = None):
-    """(scores, runs) of a shipped comparison (see :mod:`dmole_lab.compare`)."""
+    """(scores, runs) of a shipped comparison (see :mod:`dmole_lab.analysis.compare`)."""
     import pandas as pd
 
     root = Path(results_dir or RESULTS_DIR) / name
@@ -164,19 +157,26 @@ def open_comparison(name: str, results_dir: Path | None = None):
 def open_or_compare(name: str, recompute: bool = False, preset: str = "tiny",
                     overrides: dict | None = None, methods: str | None = None,
                     seeds: str = "0,1,2"):
-    """The shipped comparison ``name``; or, with ``recompute``, ``dmole-lab compare`` of
-    ``methods`` x ``seeds`` on ``preset`` with ``overrides`` (finished runs reused)."""
+    """The shipped comparison ``name``; or, with ``recompute``, the sweep of ``methods`` (default:
+    every peer and ablation, as ``dmole-lab compare``) x ``seeds`` on ``preset`` with
+    ``overrides`` (finished runs reused)."""
     if not recompute:
         return open_comparison(name)
     import tempfile
 
-    from .cli import main
+    from dmole_lab.analysis.compare import ABLATION_VARIANTS, PEERS, parse_variant
+    from dmole_lab.config import build_config
+    from dmole_lab.engine.sweep import sweep
 
+    from .report import write_figures
+
+    cfg = build_config(preset, overrides)
+    specs = methods.split(",") if methods else [*PEERS, *ABLATION_VARIANTS]
+    variants = [parse_variant(s) for s in specs if s.strip()]
     out = Path(tempfile.mkdtemp(prefix="compare-"))
-    argv = ["compare", "--quiet", "--preset", preset, "--seeds", seeds, "--out", str(out)]
-    if methods:
-        argv += ["--methods", methods]
-    argv += [f"--{k}={v}" for k, v in (overrides or {}).items()]
-    if main(argv) != 0:
-        raise RuntimeError(f"dmole-lab {' '.join(argv)} failed")
+    result = sweep(cfg, variants, [int(s) for s in seeds.split(",") if s.strip()], out,
+                   progress=False, on_finish=write_figures)
+    if result.failed or result.missing:
+        raise RuntimeError(f"comparison of {specs} on {preset} did not finish: failed "
+                           f"{result.failed}, missing {[(v.name, s) for v, s in result.missing]}")
     return open_comparison(out.name, out.parent)

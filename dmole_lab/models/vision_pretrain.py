@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .tasks import Sample
-from .world import CELL, COLOURS, IMAGE_SIZE, SHAPES, SIZES
+from dmole_lab.data.tasks import Sample
+from dmole_lab.data.world import CELL, COLOURS, IMAGE_SIZE, SHAPES, SIZES
 
 GRID = IMAGE_SIZE // CELL
 HEADS = {

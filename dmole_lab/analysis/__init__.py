@@ -1,0 +1,2 @@
+"""The analysis (torch-free): metrics of the score matrix, scorers, sensitivity profiles,
+routing usage and the comparison tables."""

@@ -1,0 +1,1 @@
+"""The data: the synthetic world and its tasks, the continual stream, and encoding into batches."""

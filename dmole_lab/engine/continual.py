@@ -1,0 +1,92 @@
+"""The continual trainer: run a method over the stream, evaluating every set after each stage.
+
+Stage 0 evaluates the untouched model (the zero-shot row); stage t trains task t and evaluates
+every task and the general set, filling row t of the score matrix a[t, i]. Each finished stage
+is stored; a re-run with the same config skips finished stages (replaying their saved state)
+and continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tqdm.auto import tqdm
+
+from dmole_lab.analysis.summaries import write_tables
+from dmole_lab.config import RunConfig, resolve_path
+from dmole_lab.data.encode import encode
+from dmole_lab.data.stream import build_stream, validate_tasks
+from dmole_lab.methods import check_method, make_method
+from dmole_lab.models.anatomy import anatomy_of
+from dmole_lab.models.loading import load_model
+from dmole_lab.probes.recorders import TowerDynamics
+from dmole_lab.seeding import seed_everything, stage_seed
+from dmole_lab.store import RunStore
+from dmole_lab.training.evaluation import evaluate
+from dmole_lab.training.stage import train_stage
+
+
+def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStore:
+    """Run ``cfg`` to completion (resuming if its folder exists); returns the run store."""
+    # Cheap checks first, so bad input fails before the model loads.
+    validate_tasks(cfg.stream.tasks)
+    check_method(cfg.method)
+    model, processor = load_model(cfg.model)
+    store = RunStore.for_config(cfg, resolve_path(cfg.runs_dir))
+    seed_everything(cfg.seed)
+    stream = build_stream(cfg.stream, progress=progress)
+    anatomy = anatomy_of(model)
+    method = make_method(cfg, anatomy)
+    method.artifacts = store.root
+    wanted = stream.eval_sets() if cfg.eval.general else stream.test
+    eval_sets = {name: encode(processor, samples) for name, samples in wanted.items()}
+
+    def finish(stage: int, state=None, log=None, extra_info=None, extra_tables=None) -> None:
+        scores, preds = evaluate(
+            model, processor, eval_sets, cfg.eval, stage, progress=progress,
+            before_batch=lambda name, idx: method.before_eval_batch(model, name,
+                                                                     eval_sets[name], idx))
+        tables = {"scores": scores, "predictions": preds, **(extra_tables or {})}
+        tables.update({k: v.assign(stage=stage) for k, v in method.after_eval(model).items()})
+        info = {**(extra_info or {}), **method.info()}
+        if log is not None:
+            tables["train_log"] = log.table().assign(stage=stage)
+            info["train_seconds"] = log.seconds
+        store.finish_stage(stage, tables, state, info)
+
+    if not store.stage_done(0):
+        finish(0, extra_info={"task": None})
+    bar = tqdm(list(enumerate(stream.tasks, 1)), desc=f"{cfg.method} stages",
+               disable=not progress)
+    for t, task in bar:
+        bar.set_postfix(task=task)
+        if store.stage_done(t):
+            model = method.restore_task(model, t, task, store.stage_state(t))
+            continue
+        seed_everything(stage_seed(cfg.seed, t))
+        train_data = encode(processor, stream.train[task])
+        start = time.perf_counter()
+        model = method.begin_task(model, t, task, train_data)
+        setup_seconds = time.perf_counter() - start
+        params = method.trainable_parameters(model)
+        n_trainable = sum(p.numel() for p in params)
+        recorders = ()
+        if cfg.probe.record_training:
+            recorders = (TowerDynamics(model, anatomy, cfg.probe.record_every),)
+        log = train_stage(model, method.training_data(train_data), params, cfg.train,
+                          stage_seed(cfg.seed, t),
+                          extra_loss=method.extra_loss,
+                          callbacks=method.callbacks() + recorders + tuple(callbacks),
+                          desc=f"stage {t}: {task}", progress=progress)
+        start = time.perf_counter()
+        model, state = method.end_task(model, t, task)
+        end_seconds = time.perf_counter() - start
+        extra = {"dynamics": recorders[0].table().assign(stage=t, task=task)} if recorders else {}
+        # Method set-up (probe, router, ...) and wrap-up (merge, save) timed apart from the
+        # training loop, so methods compare on total training cost.
+        finish(t, state, log, {"task": task, "trainable_params": n_trainable,
+                               "setup_seconds": setup_seconds, "end_seconds": end_seconds},
+               extra)
+    write_tables(store)  # the run's results as tables; figures are drawn by viz.report
+    store.update_manifest(status="complete")
+    return store

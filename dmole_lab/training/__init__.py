@@ -1,0 +1,1 @@
+"""The training loop: one stage of optimisation, and evaluation by generation."""

@@ -1,0 +1,1 @@
+"""Figures and notebook widgets (torch-free): plots, explorers, stored results, per-run reports."""
