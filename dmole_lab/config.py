@@ -36,6 +36,33 @@ DEFAULT_TASKS = (
 )
 
 
+#: The two towers of a vision-language model, in the order every table and figure uses.
+TOWERS = ("vision", "llm")
+#: Budget split between towers (docs/method.md section 2 step 2).
+CURRICULA = {
+    "current": "released code: k_V = max(floor(floor * B), round(B * rho_V)) from task t alone",
+    "continual": "our extension: split by each tower's difficulty relative to its history, "
+                 "d = S(t) / mean of S over earlier tasks (first task: as 'current')",
+    "none": "ablation v3: split in proportion to the towers' numbers of candidate modules",
+}
+#: Which towers may get experts (ablations v1 = llm only, v2 = vision only).
+TOWER_CHOICES = ("both", "llm", "vision")
+#: How modules are chosen within a tower (ablation v4 = uniform).
+ALLOCATORS = {
+    "dynamic": "top-k modules of the tower by sensitivity",
+    "uniform": "ablation v4: the same k spread evenly over the tower's layers",
+}
+#: How the allocator rounds B and B rho_V to counts (docs/method.md section 2 step 2).
+ROUNDING = {
+    "half_up": "released code: int(x + 0.5), so 2.5 -> 3",
+    "half_even": "Python's round, so 2.5 -> 2",
+}
+
+#: Metadata of a key added after runs were shipped: at its default it stays out of the config
+#: hash, so existing run folders keep their names (and a resumed sweep finds them).
+LATER = {"hash_default": False}
+
+
 class ConfigError(ValueError):
     """A preset or override names an unknown key or gives a value of the wrong type."""
 
@@ -180,13 +207,13 @@ class DMoleConfig:
         "autoencoder decoder bias start: mean (logit of the feature mean) or default"))
     routing: str = field(default="batch", metadata=_help(
         "inference routing: batch (released code) or sample"))
+    rounding: str = field(default="half_up", metadata={**LATER, **_help(
+        "counts B and B rho_V: half_up (released code, int(x + 0.5)) or half_even (round)")})
 
     def __post_init__(self):
-        from dmole_lab.dmole.allocation import ALLOCATORS, CURRICULA, TOWER_CHOICES
-
         for key, allowed in (("curriculum", CURRICULA), ("towers", TOWER_CHOICES),
                              ("allocator", ALLOCATORS), ("routing", ROUTING_MODES),
-                             ("router_output_bias", OUTPUT_BIAS)):
+                             ("router_output_bias", OUTPUT_BIAS), ("rounding", ROUNDING)):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"dmole.{key} {getattr(self, key)!r} is not one of "
                                   f"{', '.join(allowed)}")
@@ -297,9 +324,24 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
+def _hashed(cfg: Any) -> dict:
+    """:func:`to_dict` without the :data:`LATER` keys that are at their default."""
+    out = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            out[f.name] = _hashed(value)
+        elif f.metadata.get("hash_default", True) or value != f.default:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 def config_hash(cfg: RunConfig, exclude: tuple[str, ...] = ("runs_dir", "pretrain")) -> str:
-    """Short stable hash of what determines a run's results (not where it is stored)."""
-    d = {k: v for k, v in to_dict(cfg).items() if k not in exclude}
+    """Short stable hash of what determines a run's results (not where it is stored).
+
+    Keys marked :data:`LATER` count only when set away from their default, so a key added to
+    the config does not rename the runs made before it existed."""
+    d = {k: v for k, v in _hashed(cfg).items() if k not in exclude}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 

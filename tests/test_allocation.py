@@ -8,9 +8,10 @@ from dmole_lab.dmole.allocation import (
     allocate,
     allocate_stream,
     allocation_table,
-    budget,
     curriculum_splits,
+    expert_count,
     expert_params,
+    round_count,
     split_budget,
 )
 
@@ -26,15 +27,29 @@ def _scores(vision, llm):
     return pd.DataFrame(rows)
 
 
-def test_budget_is_a_rounded_fraction_of_the_candidates():
-    assert budget(48, 0.5) == 24 and budget(3, 0.1) == 1
+def test_expert_count_is_a_rounded_fraction_of_the_candidates():
+    assert expert_count(48, 0.5) == 24 and expert_count(3, 0.1) == 1
+    assert expert_count(5, 0.5) == 3 and expert_count(5, 0.5, "half_even") == 2  # 2.5
     with pytest.raises(ValueError, match="budget fraction must be in \\(0, 1\\], got 1.5"):
-        budget(48, 1.5)
+        expert_count(48, 1.5)
+
+
+def test_rounding_follows_the_released_code_at_exact_halves():
+    # B = 20, rho_V = 1 / (1 + 7) = 0.125: B rho_V = 2.5 exactly
+    released = split_budget(1.0, 7.0, 20, 20, vision_floor=0.0)
+    python = split_budget(1.0, 7.0, 20, 20, vision_floor=0.0, rounding="half_even")
+    assert released.rho_vision == 0.125 and released.n_experts == python.n_experts == 20
+    assert (released.k_vision, released.k_llm) == (3, 17)  # int(2.5 + 0.5)
+    assert (python.k_vision, python.k_llm) == (2, 18)  # round(2.5), half to even
+    assert [round_count(x) for x in (0.5, 1.5, 2.4, 3.5)] == [1, 2, 2, 4]
+    assert [round_count(x, "half_even") for x in (0.5, 1.5, 2.4, 3.5)] == [0, 2, 2, 4]
+    with pytest.raises(ValueError, match="unknown rounding 'up'; allowed: half_up, half_even"):
+        round_count(1.0, "up")
 
 
 def test_released_split_uses_the_vision_floor():
     s = split_budget(1.0, 9.0, 24, 24)  # rho_V = 0.1 -> round(2.4) = 2 < floor(0.25 * 24) = 6
-    assert (s.budget, s.k_vision, s.k_llm) == (24, 6, 18) and s.rho_vision == pytest.approx(0.1)
+    assert (s.n_experts, s.k_vision, s.k_llm) == (24, 6, 18) and s.rho_vision == pytest.approx(0.1)
     s = split_budget(3.0, 1.0, 24, 24)  # rho_V = 0.75 -> 18
     assert (s.k_vision, s.k_llm) == (18, 6)
     s = split_budget(1.0, 9.0, 24, 24, vision_floor=0.0)
@@ -53,7 +68,19 @@ def test_ablation_switches():
     assert split_budget(1, 9, 24, 24, towers="llm").k_vision == 0
     assert split_budget(1, 9, 24, 24, towers="vision").k_llm == 0
     assert split_budget(1, 9, 8, 24, curriculum="none").k_vision == 4  # 16 * 8 / 32
-    assert set(ABLATIONS) == {"v1", "v2", "v3", "v4"}
+
+
+def test_each_ablation_setting_does_what_the_paper_names_it():
+    scores = _scores(vision=[3, 1, 1, 1], llm=[1, 1, 1, 9])  # rho_V = 1/3
+    run = {k: allocate(scores, "t", 0.5, **ab) for k, ab in ABLATIONS.items()}
+    full = allocate(scores, "t", 0.5)
+    assert run["v1"].modules["vision"] == [] and len(run["v1"].modules["llm"]) == 8  # LLM only
+    assert run["v2"].modules["llm"] == [] and len(run["v2"].modules["vision"]) == 8
+    assert run["v3"].split.rho_vision == 0.5 != full.split.rho_vision  # by module counts
+    # B = 4, k_L = 3: the dynamic allocator takes both modules of the top layer, v4 spreads
+    layers = {k: [int(m.split(".")[1]) for m in allocate(scores, "t", 0.25, **ab).modules["llm"]]
+              for k, ab in (("full", {}), ("v4", ABLATIONS["v4"]))}
+    assert layers["full"].count(3) == 2 and len(set(layers["v4"])) == 3
     with pytest.raises(ValueError, match="unknown curriculum 'magic'; allowed: current"):
         split_budget(1, 1, 2, 2, curriculum="magic")
 
@@ -69,7 +96,8 @@ def test_dynamic_allocator_takes_the_top_modules_per_tower():
 def test_ties_are_broken_by_the_seed_deterministically():
     scores = _scores(vision=[1, 1, 1, 1], llm=[1, 1, 1, 1])
     picks = {s: tuple(allocate(scores, "t", 0.25, seed=s).modules["llm"]) for s in range(6)}
-    assert picks[0] == tuple(allocate(scores, "t", 0.25, seed=0).modules["llm"])
+    shuffled = scores.sample(frac=1.0, random_state=3)  # row order must not matter
+    assert tuple(allocate(shuffled, "t", 0.25, seed=0).modules["llm"]) == picks[0]
     assert len(set(picks.values())) > 1  # another seed, another tie-break
 
 
@@ -119,4 +147,4 @@ def test_curriculum_splits_tabulates_each_mode_per_task():
     assert cur.loc["a", "k_vision"] == 3 and cur.loc["b", "k_vision"] == 1  # B = 4, rho 0.8 / 0.2
     none = splits[splits.curriculum == "none"]
     assert (none.vision_share == 0.5).all()  # equal candidate counts per tower
-    assert (splits.k_vision + splits.k_llm == splits.budget).all()
+    assert (splits.k_vision + splits.k_llm == splits.n_experts).all()

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-TOWERS = ("vision", "llm")
+from dmole_lab.config import TOWERS
+
 #: What the per-step recorders measure (method.md section 5): (axis label, definition).
 QUANTITIES = {
     "grad_norm": ("gradient norm",

@@ -16,21 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-TOWERS = ("vision", "llm")
-#: Budget split between towers (method.md section 2 step 2).
-CURRICULA = {
-    "current": "released code: k_V = max(floor(floor * B), round(B * rho_V)) from task t alone",
-    "continual": "our extension: split by each tower's difficulty relative to its history, "
-                 "d = S(t) / mean of S over earlier tasks (first task: as 'current')",
-    "none": "ablation v3: split in proportion to the towers' numbers of candidate modules",
-}
-#: Which towers may get experts (ablations v1 = llm only, v2 = vision only).
-TOWER_CHOICES = ("both", "llm", "vision")
-#: How modules are chosen within a tower (ablation v4 = uniform).
-ALLOCATORS = {
-    "dynamic": "top-k modules of the tower by sensitivity",
-    "uniform": "ablation v4: the same k spread evenly over the tower's layers",
-}
+from dmole_lab.config import ALLOCATORS, CURRICULA, ROUNDING, TOWER_CHOICES, TOWERS
+
 #: The paper's ablations as switch settings (method.md section 2, "Ablations").
 ABLATIONS = {
     "v1": {"towers": "llm"},
@@ -44,7 +31,7 @@ ABLATIONS = {
 class Split:
     """How task t's expert budget is split between the towers."""
 
-    budget: int
+    n_experts: int  # B, the number of new experts (the budget *fraction* is dmole.budget)
     k_vision: int
     k_llm: int
     s_vision: float
@@ -72,27 +59,37 @@ def _check(name: str, value: str, allowed) -> None:
         raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
 
 
-def budget(n_candidates: int, fraction: float) -> int:
-    """B = round(fraction x number of candidate modules), at least 1 (method.md section 2)."""
+def round_count(x: float, rounding: str = "half_up") -> int:
+    """``x`` >= 0 rounded to a count: "half_up" as the released code's ``int(x + 0.5)``, or
+    "half_even" as Python's ``round`` (docs/method.md section 2 step 2). They differ only at
+    exact halves: 2.5 gives 3 and 2."""
+    _check("rounding", rounding, ROUNDING)
+    return int(np.floor(x + 0.5)) if rounding == "half_up" else round(x)
+
+
+def expert_count(n_candidates: int, fraction: float, rounding: str = "half_up") -> int:
+    """B = fraction x number of candidate modules, rounded, at least 1 (docs/method.md
+    section 2 step 2)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"budget fraction must be in (0, 1], got {fraction}")
-    return max(1, round(fraction * n_candidates))
+    return max(1, round_count(fraction * n_candidates, rounding))
 
 
 def split_budget(s_vision: float, s_llm: float, n_vision: int, n_llm: int, fraction: float = 0.5,
                  vision_floor: float = 0.25, curriculum: str = "current",
                  history: list[tuple[float, float]] | None = None,
-                 towers: str = "both") -> Split:
+                 towers: str = "both", rounding: str = "half_up") -> Split:
     """Split the budget between towers (method.md section 2 step 2).
 
     ``s_vision``/``s_llm``: the task's summed sensitivity per tower; ``n_vision``/``n_llm``:
-    candidate modules per tower; ``history``: (S_V, S_L) of earlier tasks (for "continual").
+    candidate modules per tower; ``history``: (S_V, S_L) of earlier tasks (for "continual");
+    ``rounding``: how B and B rho_V become counts (:func:`round_count`).
     """
     _check("curriculum", curriculum, CURRICULA)
     _check("towers", towers, TOWER_CHOICES)
     if not 0 <= vision_floor <= 1:
         raise ValueError(f"vision floor must be in [0, 1], got {vision_floor}")
-    B = budget(n_vision + n_llm, fraction)
+    B = expert_count(n_vision + n_llm, fraction, rounding)
     if curriculum == "none":
         rho = n_vision / (n_vision + n_llm)
     elif curriculum == "continual" and history:
@@ -107,7 +104,7 @@ def split_budget(s_vision: float, s_llm: float, n_vision: int, n_llm: int, fract
         k_v = B
     else:
         floor_k = int(np.floor(vision_floor * B)) if curriculum != "none" else 0
-        k_v = max(floor_k, round(B * rho))
+        k_v = max(floor_k, round_count(B * rho, rounding))
     k_v = min(k_v, n_vision, B)
     k_l = min(B - k_v, n_llm)
     return Split(B, k_v, k_l, float(s_vision), float(s_llm), float(rho))
@@ -141,7 +138,8 @@ def _uniform(scores: pd.DataFrame, k: int) -> list[str]:
 
 def allocate(scores: pd.DataFrame, task: str, fraction: float = 0.5, vision_floor: float = 0.25,
              curriculum: str = "current", history: list[tuple[float, float]] | None = None,
-             towers: str = "both", allocator: str = "dynamic", seed: int = 0) -> Allocation:
+             towers: str = "both", allocator: str = "dynamic", seed: int = 0,
+             rounding: str = "half_up") -> Allocation:
     """Task ``task``'s new experts from its per-module ``scores`` (method.md section 2 steps 2-3).
 
     ``scores``: tower, layer, module, score for every candidate module of both towers.
@@ -154,7 +152,7 @@ def allocate(scores: pd.DataFrame, task: str, fraction: float = 0.5, vision_floo
     per = {t: scores[scores["tower"] == t] for t in TOWERS}
     split = split_budget(float(per["vision"]["score"].sum()), float(per["llm"]["score"].sum()),
                          len(per["vision"]), len(per["llm"]), fraction, vision_floor,
-                         curriculum, history, towers)
+                         curriculum, history, towers, rounding)
     ks = {"vision": split.k_vision, "llm": split.k_llm}
     pick = (lambda d, k: _top_k(d, k, seed)) if allocator == "dynamic" else _uniform
     return Allocation(task, split, {t: pick(per[t], ks[t]) for t in TOWERS})
@@ -204,17 +202,17 @@ def expert_params(allocation: pd.DataFrame, shapes: pd.DataFrame, r: int) -> pd.
 
 def mode_splits(scores: pd.DataFrame, fraction: float = 0.5, vision_floor: float = 0.25,
                 history: list[tuple[float, float]] | None = None,
-                towers: str = "both") -> pd.DataFrame:
+                towers: str = "both", rounding: str = "half_up") -> pd.DataFrame:
     """One task's budget split under every curriculum mode (method.md section 2 step 2), from
-    its per-module ``scores``: curriculum, budget, k_vision, k_llm, s_vision, s_llm,
+    its per-module ``scores``: curriculum, n_experts, k_vision, k_llm, s_vision, s_llm,
     rho_vision. Lets a run record what each mode would have chosen next to what it used."""
     per = {t: scores[scores["tower"] == t] for t in TOWERS}
     rows = []
     for mode in CURRICULA:
         s = split_budget(float(per["vision"]["score"].sum()), float(per["llm"]["score"].sum()),
                          len(per["vision"]), len(per["llm"]), fraction, vision_floor, mode,
-                         history, towers)
-        rows.append({"curriculum": mode, "budget": s.budget, "k_vision": s.k_vision,
+                         history, towers, rounding)
+        rows.append({"curriculum": mode, "n_experts": s.n_experts, "k_vision": s.k_vision,
                      "k_llm": s.k_llm, "s_vision": s.s_vision, "s_llm": s.s_llm,
                      "rho_vision": s.rho_vision})
     return pd.DataFrame(rows)
@@ -224,15 +222,15 @@ def curriculum_splits(table: pd.DataFrame, tasks: list[str], modes=tuple(CURRICU
                       batches: int | None = None, proxy: str = "grad_norm",
                       **kwargs) -> pd.DataFrame:
     """Per task and curriculum mode, the budget split of the stream (method.md section 2 step
-    2): task, curriculum, budget, k_vision, k_llm, rho_vision, vision_share (= k_vision / B).
+    2): task, curriculum, n_experts, k_vision, k_llm, rho_vision, vision_share (= k_vision / B).
     ``kwargs`` go to :func:`allocate` (fraction, vision_floor, ...)."""
     rows = []
     for mode in modes:
         for a in allocate_stream(table, tasks, batches, proxy, curriculum=mode, **kwargs):
             s = a.split
-            rows.append({"task": a.task, "curriculum": mode, "budget": s.budget,
+            rows.append({"task": a.task, "curriculum": mode, "n_experts": s.n_experts,
                          "k_vision": s.k_vision, "k_llm": s.k_llm, "rho_vision": s.rho_vision,
-                         "vision_share": s.k_vision / s.budget})
+                         "vision_share": s.k_vision / s.n_experts})
     return pd.DataFrame(rows)
 
 

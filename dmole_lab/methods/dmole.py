@@ -73,7 +73,8 @@ class DMoLE(RoutedMethod):
         probe_seconds = time.perf_counter() - start
         c = self.cfg.dmole
         alloc = allocate(module_scores(table, task, c.proxy), task, c.budget, c.vision_floor,
-                         c.curriculum, list(self.history), c.towers, c.allocator, self.cfg.seed)
+                         c.curriculum, list(self.history), c.towers, c.allocator, self.cfg.seed,
+                         c.rounding)
         return alloc, table.assign(task=task), probe_seconds
 
     def begin_task(self, model, t, task, data):
@@ -82,7 +83,7 @@ class DMoLE(RoutedMethod):
         c = self.cfg.dmole
         # What every curriculum mode would have chosen here, next to the one used.
         splits = mode_splits(module_scores(table, task, c.proxy), c.budget, c.vision_floor,
-                             list(self.history), c.towers)
+                             list(self.history), c.towers, c.rounding)
         splits = splits.assign(task=task, used=splits["curriculum"] == c.curriculum)
         self.history.append((alloc.split.s_vision, alloc.split.s_llm))
         experts = self._experts(model)

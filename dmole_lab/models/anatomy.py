@@ -16,8 +16,9 @@ from pathlib import Path
 
 from torch import nn
 
+from dmole_lab.config import TOWERS
+
 MAPS_DIR = Path(__file__).with_name("anatomy_maps")
-TOWERS = ("vision", "llm")
 
 
 @dataclass(frozen=True)

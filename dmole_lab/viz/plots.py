@@ -89,7 +89,8 @@ def sensitivity_heatmaps(profiles: pd.DataFrame, tasks: list[str] | None = None,
     :func:`dmole_lab.analysis.profiles.layer_profiles`; rows are normalised per task and tower with
     ``normalisation`` ("minmax" as in the paper). ``ax``: a pair of axes (vision, llm) or None.
     """
-    from dmole_lab.analysis.profiles import TOWERS, normalise, profile_matrix
+    from dmole_lab.analysis.profiles import normalise, profile_matrix
+    from dmole_lab.config import TOWERS
 
     tasks = list(tasks) if tasks is not None else list(dict.fromkeys(profiles["task"]))
     norm = normalise(profiles, normalisation)
@@ -118,7 +119,8 @@ def layer_profile_bars(profiles: pd.DataFrame, task: str, normalisation: str = "
     ``profiles``: task, tower, layer, score (see :func:`sensitivity_heatmaps`); ``ax``: a pair
     of axes (vision, llm) or None.
     """
-    from dmole_lab.analysis.profiles import TOWERS, normalise
+    from dmole_lab.analysis.profiles import normalise
+    from dmole_lab.config import TOWERS
 
     if task not in set(profiles["task"]):
         raise ValueError(f"task {task!r} is not in the table; available: "
@@ -242,7 +244,7 @@ def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
     ``n_layers``: layers per tower, so that layers with no expert still get a column; ``ax``: a
     pair of axes (vision, llm) or None.
     """
-    from dmole_lab.dmole.allocation import TOWERS
+    from dmole_lab.config import TOWERS
 
     per_layer = int(allocation.groupby(["tower", "layer"])["module"].nunique().max()) \
         if len(allocation) else 1

@@ -16,7 +16,8 @@ import pandas as pd
 from IPython.display import display
 
 from dmole_lab.analysis.profiles import NORMALISATIONS, QUANTITIES, layer_profiles, tower_split
-from dmole_lab.dmole.allocation import CURRICULA, allocate_stream, allocation_table, expert_params
+from dmole_lab.config import CURRICULA
+from dmole_lab.dmole.allocation import allocate_stream, allocation_table, expert_params
 
 from . import plots
 
