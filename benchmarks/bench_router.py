@@ -5,7 +5,7 @@ Usage: python benchmarks/bench_router.py [--preset tiny] [--tasks a,b] [--normal
                                          [--output-bias mean,default] [overrides...]
 
 For each way of normalising the routing features (``representations(normalise=...)``,
-method.md section 2 step 4) and each combination of autoencoder width, batch size, learning
+docs/method.md section 2 step 4) and each combination of autoencoder width, batch size, learning
 rate and output-bias start (default: the preset's ``dmole.router_*``), it caches the base
 model's features of every task's training and test samples, fits one autoencoder per task and
 reports on the test samples of all tasks together:

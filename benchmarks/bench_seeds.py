@@ -8,7 +8,7 @@ A variant is a method name, optionally followed by ``+key=value`` overrides (e.g
 ``dmole+dmole.routing=sample`` for per-sample routing at inference). Every variant x seed is a
 normal run under ``runs_dir`` (``runs/`` by default), so finished runs are reused and an
 interrupted benchmark resumes. Reports per variant the mean +- std over seeds of AVG, Last,
-BWT (divisor T-1) and MFT (method.md section 4), the router accuracy after the last stage
+BWT (divisor T-1) and MFT (docs/method.md section 4), the router accuracy after the last stage
 (D-MoLE), the mean trainable parameters per task, and the training time (set-up + training
 loop + wrap-up, summed over stages). Writes benchmarks/results/seeds.json.
 """

@@ -198,7 +198,7 @@ def _cmd_probe(cfg, args) -> int:
     seconds = sum(s.get("seconds", 0.0) for s in m["stages"].values())
     with pd.option_context("display.width", 200):
         print(f"\nprobe: {store.root}\nper-tower sensitivity at K+1 = {m['probe_batches']} "
-              f"batches of {m['batch_size']} (rho_V = vision share, method.md section 2):")
+              f"batches of {m['batch_size']} (rho_V = vision share, docs/method.md section 2):")
         print(split.round(4).to_string(index=False))
     print(f"probing time (all proxies, {max(m['batch_counts'])} batches per task): "
           f"{seconds:.1f} s")

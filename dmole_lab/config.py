@@ -20,7 +20,7 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = PROJECT_ROOT / "configs"
 
-#: Default stream order: the paper's order of task types (method.md section 2), except that the
+#: Default stream order: the paper's order of task types (docs/method.md section 2), except that the
 #: two colour tasks are swapped: right after colour VQA, colour multiple choice was not learnable
 #: within its stage (8% in the 9th position, 62% in the 7th; benchmarks/README.md).
 DEFAULT_TASKS = (
@@ -100,7 +100,7 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation of each stage (method.md section 2, training)."""
+    """Optimisation of each stage (docs/method.md section 2, training)."""
 
     lr: float = field(default=2e-3, metadata=_help("peak learning rate"))
     epochs: int = field(default=2, metadata=_help("epochs over each task's training set"))
@@ -113,7 +113,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    """LoRA shape used by the sequential-LoRA baseline (method.md section 2)."""
+    """LoRA shape used by the sequential-LoRA baseline (docs/method.md section 2)."""
 
     r: int = field(default=4, metadata=_help("rank"))
     alpha: float = field(default=8.0, metadata=_help("scaling numerator: delta W = alpha/r B A"))
@@ -153,7 +153,7 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Sensitivity probing (method.md section 2 step 1) and per-step recording (section 5)."""
+    """Sensitivity probing (docs/method.md section 2 step 1) and per-step recording (section 5)."""
 
     proxies: tuple[str, ...] = field(
         default=("grad_norm", "grad_norm_per_param", "snip", "fisher"),
@@ -171,7 +171,7 @@ class ProbeConfig:
     record_every: int = field(default=1, metadata=_help("record every N-th training step"))
 
 
-#: How the router picks experts at test time (method.md section 2, "Inference").
+#: How the router picks experts at test time (docs/method.md section 2, "Inference").
 ROUTING_MODES = ("batch", "sample")
 
 #: How a router autoencoder's output bias starts (dmole_lab.dmole.router.train_autoencoder).
@@ -180,7 +180,7 @@ OUTPUT_BIAS = ("mean", "default")
 
 @dataclass(frozen=True)
 class DMoleConfig:
-    """D-MoLE's experts, curriculum, allocator and router (method.md section 2)."""
+    """D-MoLE's experts, curriculum, allocator and router (docs/method.md section 2)."""
 
     r: int = field(default=8, metadata=_help("rank of every expert"))
     alpha: float = field(default=16.0, metadata=_help("expert scaling numerator (alpha / r)"))
@@ -225,7 +225,7 @@ class DMoleConfig:
 
 @dataclass(frozen=True)
 class LwfConfig:
-    """LwF-LoRA: distillation from the model after the previous task (method.md section 3)."""
+    """LwF-LoRA: distillation from the model after the previous task (docs/method.md section 3)."""
 
     weight: float = field(default=1.0, metadata=_help("lambda on the distillation term"))
     temperature: float = field(default=2.0, metadata=_help("softmax temperature T"))
@@ -233,7 +233,8 @@ class LwfConfig:
 
 @dataclass(frozen=True)
 class EwcConfig:
-    """EWC-LoRA: quadratic penalty weighted by an online diagonal Fisher (method.md section 3)."""
+    """EWC-LoRA: quadratic penalty weighted by an online diagonal Fisher (docs/method.md section
+    3)."""
 
     weight: float = field(default=5000.0, metadata=_help(
         "lambda in (lambda/2) sum F (theta - theta*)^2"))
@@ -243,7 +244,7 @@ class EwcConfig:
 
 @dataclass(frozen=True)
 class OLoraConfig:
-    """O-LoRA: a LoRA per task kept orthogonal to the earlier ones (method.md section 3)."""
+    """O-LoRA: a LoRA per task kept orthogonal to the earlier ones (docs/method.md section 3)."""
 
     orth: float = field(default=0.5, metadata=_help("lambda1 on sum_i ||A_i A_t^T||_F^2"))
     l2: float = field(default=0.0, metadata=_help("lambda2 on ||theta_t||^2"))
@@ -251,7 +252,7 @@ class OLoraConfig:
 
 @dataclass(frozen=True)
 class MixtureConfig:
-    """A mixture of LoRA experts on every LoRA module (MoELoRA, sparse MoLE, MoLA; method.md
+    """A mixture of LoRA experts on every LoRA module (MoELoRA, sparse MoLE, MoLA; docs/method.md
     section 3). Defaults keep the trainable budget of sequential LoRA: E experts of rank r/E."""
 
     experts: int = field(default=4, metadata=_help("experts per module (E)"))
@@ -267,7 +268,7 @@ class MixtureConfig:
 
 @dataclass(frozen=True)
 class BranchConfig:
-    """BranchLoRA: shared trunk A, N branches B_i, per-task routers and keys (method.md
+    """BranchLoRA: shared trunk A, N branches B_i, per-task routers and keys (docs/method.md
     section 3)."""
 
     branches: int = field(default=8, metadata=_help("up-projections B_i per module (N)"))
@@ -280,7 +281,8 @@ class BranchConfig:
         "keep training the shared A after the first task"))
     router_input: str = field(default="summary", metadata=_help(
         "what a router reads per sample: summary (LLM: the last prompt token; vision: the mean "
-        "over the image) or first (the first position, method.md; constant behind a BOS token)"))
+        "over the image) or first (the first position, docs/method.md; constant behind a "
+        "BOS token)"))
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@
 # # 1. The preliminary study: which layers does a task need, and which tower learns?
 #
 # D-MoLE starts from two observations about continual multimodal instruction tuning
-# (method.md sections 1 and 5):
+# (docs/method.md sections 1 and 5):
 #
 # 1. **Task architecture conflict.** Different tasks lean on different layers: one needs the
 #    shallow vision layers, another the deep LLM layers. A fixed set of LoRA experts in every
 #    layer spends parameters where a task does not need them. The paper shows it with
 #    **Figure 1**: for every task, a zero-cost *sensitivity proxy* per layer (the norm of the
-#    accumulated gradient of the frozen model on K+1 batches, method.md section 2 step 1).
+#    accumulated gradient of the frozen model on K+1 batches, docs/method.md section 2 step 1).
 # 2. **Modality imbalance.** When both towers are trained, the LLM's updates dwarf the vision
 #    encoder's (**Figure 2**), so the vision side hardly learns. D-MoLE's curriculum splits
 #    the expert budget between the towers to counter it.
@@ -120,7 +120,7 @@ SensitivityExplorer(table, tasks, batches=K1)
 # %% [markdown]
 # ## Modality imbalance in the proxy: the tower split rho_V
 #
-# D-MoLE's curriculum (method.md section 2 step 2) sums the layer scores per tower,
+# D-MoLE's curriculum (docs/method.md section 2 step 2) sums the layer scores per tower,
 # S_V and S_L, and gives the vision tower the share rho_V = S_V / (S_V + S_L) of the budget
 # (never less than the 0.25 floor of the released code). A small rho_V means that by the
 # gradient, the task is an LLM task.
@@ -272,7 +272,7 @@ fig.tight_layout()
 #
 # ## Summary
 #
-# - The sensitivity proxy (accumulated-gradient norm of the frozen model, method.md section 2)
+# - The sensitivity proxy (accumulated-gradient norm of the frozen model, docs/method.md section 2)
 #   gives a tasks x layers map per tower: Figure 1. On the tiny model the LLM rows differ
 #   between tasks; the vision rows barely do.
 # - The vision tower's share of the gradient is small for every task (rho_V well below 0.25),

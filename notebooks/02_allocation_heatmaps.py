@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 2. Where D-MoLE puts its experts: allocation heatmaps under a parameter budget
 #
-# For every new task t, D-MoLE (method.md section 2) does three things before training:
+# For every new task t, D-MoLE (docs/method.md section 2) does three things before training:
 #
 # 1. **Probe.** The zero-cost sensitivity of every candidate module (notebook 01) on K+1
 #    batches of task t, with the base model frozen and every expert off.
@@ -132,7 +132,7 @@ print(f"recomputed allocation identical to the stored run's: {same}")
 # machine under `runs/`) - or the command that produces one.
 #
 # Curricula: `current` is the released code (task t's own tower scores); `continual` is our
-# extension that weighs each tower's score against its history (method.md section 2 step 2);
+# extension that weighs each tower's score against its history (docs/method.md section 2 step 2);
 # `none` is ablation v3 (split in proportion to the towers' module counts).
 
 # %%
@@ -171,7 +171,7 @@ explorer.fraction.value, explorer.curriculum.value = settings["budget"], setting
 #
 # With no task id, every test sample votes for the task whose autoencoder reconstructs its
 # routing features best (among those below their threshold); the batch's top task is switched
-# on, plus the runner-up if it has at least 0.3 of the votes (method.md section 2,
+# on, plus the runner-up if it has at least 0.3 of the votes (docs/method.md section 2,
 # "Inference"). The router's accuracy (top task = true task) after each stage, over the tasks
 # learned so far:
 
@@ -207,7 +207,7 @@ joined = dmole_run.summary("train_routing")
 #
 # a[t, i] is the score on task i after stage t (row 0 = zero-shot); AVG is the mean of the
 # stage averages, Last the mean of the last row, BWT the mean change of each earlier task from
-# right after its stage to the end (method.md section 4).
+# right after its stage to the end (docs/method.md section 4).
 
 # %%
 fig, axes = plots.plt.subplots(1, 2, figsize=(16, 5.5))

@@ -17,7 +17,7 @@
 # # 3. The inter-modal curriculum: does D-MoLE balance the two towers?
 #
 # Notebook 01 showed the modality imbalance: when a LoRA trains both towers, the LLM's
-# gradients and updates dwarf the vision encoder's. D-MoLE's answer (method.md section 2
+# gradients and updates dwarf the vision encoder's. D-MoLE's answer (docs/method.md section 2
 # step 2) is to decide, per task, how much of the expert budget each tower gets:
 #
 # - `current` (the released code): rho_V = S_V / (S_V + S_L) from task t's own summed

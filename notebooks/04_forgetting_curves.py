@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 4. Forgetting curves: D-MoLE against its peers
 #
-# Every method of the comparison (method.md sections 2-3) trains the same model on the same
+# Every method of the comparison (docs/method.md sections 2-3) trains the same model on the same
 # nine-task stream, three seeds each, and is scored on every task after every stage. From
 # each run's score matrix a[t, i] (score on task i after stage t, row 0 = zero-shot) we read:
 #
@@ -129,7 +129,7 @@ explorer
 #
 # v1: experts only in the LLM; v2: only in the vision encoder; v3: no curriculum (budget
 # split by the towers' module counts); v4: no dynamic allocator (the same budget spread
-# uniformly over layers). method.md section 2.
+# uniformly over layers). docs/method.md section 2.
 
 # %%
 format_table(method_table(per_run, order=ablations))

@@ -1,4 +1,5 @@
-"""The continual baselines of method.md section 3: LwF-LoRA, EWC-LoRA, O-LoRA and multi-task."""
+"""The continual baselines of docs/method.md section 3: LwF-LoRA, EWC-LoRA, O-LoRA and
+multi-task."""
 
 import math
 

@@ -1,7 +1,7 @@
-"""Finished runs side by side: the reproduction table of methods x seeds (method.md section 4).
+"""Finished runs side by side: the reproduction table of methods x seeds (docs/method.md section 4).
 
 Torch-free; reads run stores only. A *variant* is a method with optional config overrides
-(``"dmole+dmole.routing=sample"``, or ``"dmole-v1"`` for an ablation of method.md section 2);
+(``"dmole+dmole.routing=sample"``, or ``"dmole-v1"`` for an ablation of docs/method.md section 2);
 a *job* is a variant at one seed, i.e. one ordinary continual run. ``dmole-lab compare`` runs
 the jobs (resumable, shardable) and writes, from whatever runs are finished:
 
@@ -29,13 +29,13 @@ from .summaries import headline
 METRICS = ("AVG", "Last", "BWT", "MFT")
 COST = ("params_per_task", "training_seconds")
 
-#: The methods of the reproduction table (method.md sections 2-3): lower bounds, regularisers,
+#: The methods of the reproduction table (docs/method.md sections 2-3): lower bounds, regularisers,
 #: architecture-based peers, the upper-bound reference, then D-MoLE.
 PEERS = ("seq-ft", "seq-lora", "lwf", "ewc", "o-lora", "moelora", "mole", "mola", "branchlora",
          "multitask", "dmole")
 #: D-MoLE's ablations as variants named ``dmole-v1`` .. ``dmole-v4``.
 ABLATION_VARIANTS = tuple(f"dmole-{k}" for k in ABLATIONS)
-#: Columns of the comparison table, in order (method.md section 4; retention = general-set
+#: Columns of the comparison table, in order (docs/method.md section 4; retention = general-set
 #: score after the last stage as a percentage of its zero-shot score).
 TABLE_METRICS = ("AVG", "Last", "BWT", "Forgetting", "FWT", "MFT", "General",
                  "Retention", "params_per_task", "training_seconds")
@@ -87,7 +87,7 @@ def jobs(variants: list[Variant], seeds: list[int],
 
 
 def run_row(store: RunStore) -> dict:
-    """One finished run: method, seed, run name, :data:`METRICS` (method.md section 4), the
+    """One finished run: method, seed, run name, :data:`METRICS` (docs/method.md section 4), the
     router accuracy after the last stage (NaN without a router), mean trainable parameters per
     task and training time (set-up + training loop + wrap-up, summed over stages)."""
     m = store.manifest()
@@ -144,7 +144,7 @@ def collect(done: list[tuple[Variant, int, RunStore]]) -> tuple[pd.DataFrame, pd
 
 def run_metrics(scores: pd.DataFrame, runs: pd.DataFrame, bwt_divisor: str = "T-1",
                 forgetting_mode: str = "first") -> pd.DataFrame:
-    """One row per run (variant, seed): the metrics of method.md section 4 under the chosen
+    """One row per run (variant, seed): the metrics of docs/method.md section 4 under the chosen
     conventions, recomputed from the stored score matrices, plus general-set retention and
     cost."""
     rows = []
@@ -205,6 +205,7 @@ def write_tables(done: list[tuple[Variant, int, RunStore]], out: Path,
     flat.columns = [f"{a}_{b}" if b else a for a, b in flat.columns]
     write_table(paths["table"], flat.reset_index())
     paths["table_md"].write_text(
-        "Mean +- std over seeds (BWT divisor T-1, forgetting 'first'; method.md section 4).\n\n"
+        "Mean +- std over seeds (BWT divisor T-1, forgetting 'first'; "
+        "docs/method.md section 4).\n\n"
         + markdown(format_table(table)) + "\n")
     return paths, table

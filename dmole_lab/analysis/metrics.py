@@ -1,4 +1,4 @@
-"""Continual-learning metrics as pure functions of the score matrix (method.md section 4).
+"""Continual-learning metrics as pure functions of the score matrix (docs/method.md section 4).
 
 ``A`` has shape (T + 1, T): ``A[t, i]`` is the score on task i after stage t (1-based stages),
 and row 0 is the zero-shot row b_i. Task index i is 0-based in code: column i holds task i+1.

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 from dmole_lab.config import TOWERS
 
-#: What the per-step recorders measure (method.md section 5): (axis label, definition).
+#: What the per-step recorders measure (docs/method.md section 5): (axis label, definition).
 QUANTITIES = {
     "grad_norm": ("gradient norm",
                   "sqrt(sum ||grad||^2) over the tower's trainable parameters, before clipping"),
@@ -36,7 +36,7 @@ def _pick(table: pd.DataFrame, column: str, value):
 
 def layer_profiles(table: pd.DataFrame, proxy: str = "grad_norm",
                    batches: int | None = None) -> pd.DataFrame:
-    """Per-layer score (sum over the layer's candidate modules, method.md section 2 step 1).
+    """Per-layer score (sum over the layer's candidate modules, docs/method.md section 2 step 1).
 
     ``batches`` defaults to the largest stored count. Returns task, tower, layer, score.
     """
@@ -71,7 +71,7 @@ def profile_matrix(profiles: pd.DataFrame, tower: str, tasks: list[str] | None =
 
 def tower_split(table: pd.DataFrame, proxy: str = "grad_norm",
                 batches: int | None = None) -> pd.DataFrame:
-    """Per task S_V, S_L and rho_V = S_V / (S_V + S_L) (method.md section 2 step 2)."""
+    """Per task S_V, S_L and rho_V = S_V / (S_V + S_L) (docs/method.md section 2 step 2)."""
     prof = layer_profiles(table, proxy, batches)
     s = prof.groupby(["task", "tower"], sort=False)["score"].sum().unstack("tower")
     out = pd.DataFrame({"S_V": s["vision"], "S_L": s["llm"]})
@@ -95,7 +95,7 @@ def task_correlations(profiles: pd.DataFrame, tower: str,
     """Spearman rank correlation between tasks' per-layer profiles of one tower (tasks x tasks).
 
     Low or negative values mean the tasks want different layers: task architecture conflict
-    (method.md section 1).
+    (docs/method.md section 1).
     """
     m = profile_matrix(profiles, tower, tasks)
     rho = spearmanr(m.to_numpy(dtype=float), axis=1).statistic

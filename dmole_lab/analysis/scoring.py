@@ -1,4 +1,4 @@
-"""Per-task scorers (method.md section 4): predictions + references -> a 0-100 score.
+"""Per-task scorers (docs/method.md section 4): predictions + references -> a 0-100 score.
 
 Scorers are pure functions of stored strings, so any run can be re-scored later with the
 "strict" or the "relaxed" variant without touching a model.
@@ -16,7 +16,7 @@ _PUNCT = re.compile(r"([.,!?;:\[\]()])")
 
 
 def normalize(text: str) -> str:
-    """Lower-case, strip, drop a trailing full stop (method.md section 4: exact match)."""
+    """Lower-case, strip, drop a trailing full stop (docs/method.md section 4: exact match)."""
     return text.strip().lower().rstrip(".").strip()
 
 

@@ -1,7 +1,7 @@
 """Reading D-MoLE's routing tables: router confusion and accuracy, expert usage per module.
 
 Torch-free, so notebooks can read stored runs without loading a model. The inputs are the
-tables a D-MoLE run stores per stage (method.md section 2, "Inference"):
+tables a D-MoLE run stores per stage (docs/method.md section 2, "Inference"):
 
 - ``routing``: stage, eval_task, routed (the top task of the router, "" when no autoencoder
   accepted the sample and the base model answered), active (every task whose experts were on,

@@ -1,6 +1,6 @@
 """The nine tasks of the synthetic continual stream, the general set and the pre-training mix.
 
-Each task mirrors one of the paper's task types (method.md section 2, task order) and leans on
+Each task mirrors one of the paper's task types (docs/method.md section 2, task order) and leans on
 different abilities on purpose: shallow vision (colour), spatial vision (grounding, relations),
 fine-detail vision (reading handwritten digits), global vision (counting), and language
 (arithmetic about what is seen, answer formats such as option letters and boxes).

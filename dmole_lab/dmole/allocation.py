@@ -1,4 +1,5 @@
-"""D-MoLE's inter-modal curriculum and dynamic layer-wise expert allocator (method.md section 2).
+"""D-MoLE's inter-modal curriculum and dynamic layer-wise expert allocator (docs/method.md section
+2).
 
 Pure and torch-free: (per-module sensitivity of task t, budget fraction, vision floor,
 curriculum mode, history) -> which candidate modules of which tower get a new expert of task t.
@@ -18,7 +19,7 @@ import pandas as pd
 
 from dmole_lab.config import ALLOCATORS, CURRICULA, ROUNDING, TOWER_CHOICES, TOWERS
 
-#: The paper's ablations as switch settings (method.md section 2, "Ablations").
+#: The paper's ablations as switch settings (docs/method.md section 2, "Ablations").
 ABLATIONS = {
     "v1": {"towers": "llm"},
     "v2": {"towers": "vision"},
@@ -79,7 +80,7 @@ def split_budget(s_vision: float, s_llm: float, n_vision: int, n_llm: int, fract
                  vision_floor: float = 0.25, curriculum: str = "current",
                  history: list[tuple[float, float]] | None = None,
                  towers: str = "both", rounding: str = "half_up") -> Split:
-    """Split the budget between towers (method.md section 2 step 2).
+    """Split the budget between towers (docs/method.md section 2 step 2).
 
     ``s_vision``/``s_llm``: the task's summed sensitivity per tower; ``n_vision``/``n_llm``:
     candidate modules per tower; ``history``: (S_V, S_L) of earlier tasks (for "continual");
@@ -140,7 +141,8 @@ def allocate(scores: pd.DataFrame, task: str, fraction: float = 0.5, vision_floo
              curriculum: str = "current", history: list[tuple[float, float]] | None = None,
              towers: str = "both", allocator: str = "dynamic", seed: int = 0,
              rounding: str = "half_up") -> Allocation:
-    """Task ``task``'s new experts from its per-module ``scores`` (method.md section 2 steps 2-3).
+    """Task ``task``'s new experts from its per-module ``scores`` (docs/method.md section 2 steps
+    2-3).
 
     ``scores``: tower, layer, module, score for every candidate module of both towers.
     Ties in score are broken by a hash of (seed, alias), so the result is deterministic.
@@ -184,7 +186,7 @@ def allocate_stream(table: pd.DataFrame, tasks: list[str], batches: int | None =
 
 def expert_params(allocation: pd.DataFrame, shapes: pd.DataFrame, r: int) -> pd.Series:
     """Trainable parameters of each task's new experts: sum over its modules of
-    r * (in_features + out_features) (a LoRA pair A: r x in, B: out x r; method.md section 2).
+    r * (in_features + out_features) (a LoRA pair A: r x in, B: out x r; docs/method.md section 2).
 
     ``allocation``: task, module rows; ``shapes``: module, in_features, out_features (e.g. a
     sensitivity table). Returns a Series indexed by task, in order of first appearance.
@@ -203,7 +205,7 @@ def expert_params(allocation: pd.DataFrame, shapes: pd.DataFrame, r: int) -> pd.
 def mode_splits(scores: pd.DataFrame, fraction: float = 0.5, vision_floor: float = 0.25,
                 history: list[tuple[float, float]] | None = None,
                 towers: str = "both", rounding: str = "half_up") -> pd.DataFrame:
-    """One task's budget split under every curriculum mode (method.md section 2 step 2), from
+    """One task's budget split under every curriculum mode (docs/method.md section 2 step 2), from
     its per-module ``scores``: curriculum, n_experts, k_vision, k_llm, s_vision, s_llm,
     rho_vision. Lets a run record what each mode would have chosen next to what it used."""
     per = {t: scores[scores["tower"] == t] for t in TOWERS}
@@ -221,7 +223,7 @@ def mode_splits(scores: pd.DataFrame, fraction: float = 0.5, vision_floor: float
 def curriculum_splits(table: pd.DataFrame, tasks: list[str], modes=tuple(CURRICULA),
                       batches: int | None = None, proxy: str = "grad_norm",
                       **kwargs) -> pd.DataFrame:
-    """Per task and curriculum mode, the budget split of the stream (method.md section 2 step
+    """Per task and curriculum mode, the budget split of the stream (docs/method.md section 2 step
     2): task, curriculum, n_experts, k_vision, k_llm, rho_vision, vision_share (= k_vision / B).
     ``kwargs`` go to :func:`allocate` (fraction, vision_floor, ...)."""
     rows = []

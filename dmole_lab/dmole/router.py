@@ -1,4 +1,4 @@
-"""D-MoLE's task router: per-task autoencoders on base-model representations (method.md
+"""D-MoLE's task router: per-task autoencoders on base-model representations (docs/method.md
 section 2 step 4, and "Routing during training" / "Inference").
 
 - :func:`representations`: z per sample = [max-pool of the vision encoder's last hidden states,
@@ -6,7 +6,7 @@ section 2 step 4, and "Routing during training" / "Inference").
   L2-normalised, from the base model (experts off). Computed once per sample and cached. One
   forward of the prompt gives both parts; image-token positions are left out of the LLM pool
   (our reading of "instruction text, no image tokens", documented as such). Each part is
-  L2-normalised before the concatenation (and the result scaled to unit norm): method.md says
+  L2-normalised before the concatenation (and the result scaled to unit norm): docs/method.md says
   only "L2 normalise", and normalising the whole lets the larger-norm part drown the other.
   On the embedded default the vision max-pool has ~5x the norm of the LLM one, and per-sample
   vote accuracy of the autoencoders rises from 0.46 to 0.73 with per-part normalisation
@@ -92,7 +92,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 class TaskAutoencoder(nn.Module):
-    """Linear d->h, ReLU, Linear h->d, Sigmoid (method.md section 2 step 4)."""
+    """Linear d->h, ReLU, Linear h->d, Sigmoid (docs/method.md section 2 step 4)."""
 
     def __init__(self, dim: int, hidden: int = 128):
         super().__init__()
@@ -169,7 +169,7 @@ def train_autoencoder(z: torch.Tensor, hidden: int = 128, lr: float = 1e-3,
 
 
 class Router:
-    """Per-task autoencoders and the voting rules of method.md section 2."""
+    """Per-task autoencoders and the voting rules of docs/method.md section 2."""
 
     def __init__(self, support: float = 0.3, mode: str = "batch"):
         if mode not in ROUTING_MODES:

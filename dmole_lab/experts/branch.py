@@ -1,4 +1,4 @@
-"""A linear layer with BranchLoRA's shared trunk, N branches and per-task routers (method.md
+"""A linear layer with BranchLoRA's shared trunk, N branches and per-task routers (docs/method.md
 section 3, BranchLoRA).
 
 h = W0 x + s * sum_{i in topk} g_i B_i A dropout(x),   s = alpha / r,
@@ -6,7 +6,7 @@ g = top-k of softmax(W_r^(tau) x0), renormalised over the k kept branches,
 
 with A (r x in) the trunk shared by every task, B_i (out x r) the branches, W_r^(tau) the
 router of the task tau the sample is routed to, and x0 one input vector per sample, so a
-sample's gates are shared by all its tokens. method.md reads x0 at the sample's first sequence
+sample's gates are shared by all its tokens. docs/method.md reads x0 at the sample's first sequence
 position; in a causal LLM whose prompts start with the same BOS token that input is the same
 for every sample at every layer (measured: identical across tasks in all 42 LLM modules of the
 tiny model), so each task's router would pick one fixed pair of branches per module. Which

@@ -8,7 +8,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class ExpertConfig:
-    """Rank, scaling numerator and dropout of every expert of a task (method.md section 2)."""
+    """Rank, scaling numerator and dropout of every expert of a task (docs/method.md section 2)."""
 
     r: int = 8
     alpha: float = 16.0

@@ -1,4 +1,4 @@
-"""A linear layer with per-task LoRA experts behind binary gates (method.md section 2).
+"""A linear layer with per-task LoRA experts behind binary gates (docs/method.md section 2).
 
 h = W0 x + (alpha / r) * sum over active tasks j that own an expert here of B_j A_j dropout(x).
 Experts live in ``nn.ModuleDict``s keyed by the owning task (PEFT's layout: ``lora_A``,

@@ -1,8 +1,8 @@
-"""A linear layer with a routed mixture of LoRA experts (MoELoRA, sparse MoLE, MoLA; method.md
+"""A linear layer with a routed mixture of LoRA experts (MoELoRA, sparse MoLE, MoLA; docs/method.md
 section 3).
 
 h = W0 x + (alpha / (E r)) * sum_i g_i(x) B_i A_i dropout(x), with E experts of rank r each
-(E r is the total rank, the "r" of method.md section 3's formula) and per-token gates
+(E r is the total rank, the "r" of docs/method.md section 3's formula) and per-token gates
 g(x) = softmax(W_g x) (dense, MoELoRA) or its top-k entries renormalised (sparse MoLE, MoLA).
 
 Unlike :class:`dmole_lab.experts.ExpertLinear`, the experts are not PEFT-shaped: there is one
@@ -34,7 +34,7 @@ ROUTER_INIT_STD = 0.02
 
 
 def load_balance_loss(probs: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """Switch-Transformer load-balancing loss N * sum_i f_i P_i (method.md section 3, MoLE).
+    """Switch-Transformer load-balancing loss N * sum_i f_i P_i (docs/method.md section 3, MoLE).
 
     ``probs``: (tokens, N) router probabilities softmax(W_g x); ``chosen``: (tokens, k) indices
     of the experts each token is routed to. f_i = (tokens whose top-k includes i) / (tokens k),
@@ -53,7 +53,8 @@ def load_balance_loss(probs: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor
 
 
 class MixtureLinear(nn.Module):
-    """``base_layer`` (frozen nn.Linear) plus E routed LoRA experts of rank r (method.md sec. 3).
+    """``base_layer`` (frozen nn.Linear) plus E routed LoRA experts of rank r (docs/method.md sec.
+    3).
 
     Parameters, all trainable (the base layer's are left as they are):
 
@@ -85,7 +86,7 @@ class MixtureLinear(nn.Module):
         self.base_layer = base_layer
         self.experts, self.r, self.top_k = experts, r, top_k
         self.alpha = float(alpha)
-        #: alpha / (E r): method.md section 3's alpha / r with r the total rank E r. MoLA's
+        #: alpha / (E r): docs/method.md section 3's alpha / r with r the total rank E r. MoLA's
         #: layers hold different E but share the scale of ``scale_experts`` experts: with
         #: alpha / (E r) its deepest layers (8 experts, still 2 of them per token) would move
         #: 4x less than its shallowest (2 experts), the opposite of "more capacity higher up"
@@ -146,7 +147,7 @@ class MixtureLinear(nn.Module):
 
     def gates(self, x: torch.Tensor, need_probs: bool = True
               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Per-token gates of ``x`` (..., in): (gates, probs, chosen) (method.md section 3).
+        """Per-token gates of ``x`` (..., in): (gates, probs, chosen) (docs/method.md section 3).
 
         probs = softmax(W_g x), float32 (..., E). Dense: gates = probs, chosen = argmax (..., 1).
         Top-k: chosen (..., k) = the k most probable experts, gates = their probs renormalised
@@ -182,7 +183,7 @@ class MixtureLinear(nn.Module):
 
 
 def experts_at(layer: int, n_layers: int, cfg: MixtureConfig) -> int:
-    """Experts of a module at ``layer`` of a tower with ``n_layers`` layers (method.md sec. 3).
+    """Experts of a module at ``layer`` of a tower with ``n_layers`` layers (docs/method.md sec. 3).
 
     ``cfg.layer_experts`` (MoLA) splits the depth into len(layer_experts) equal slices, shallow
     to deep, and layer l falls in slice floor(len * l / n_layers); without it, ``cfg.experts``.

@@ -1,4 +1,4 @@
-"""Injecting, switching, saving and loading task experts in a model (method.md section 2).
+"""Injecting, switching, saving and loading task experts in a model (docs/method.md section 2).
 
 :class:`Experts` is a controller around a base model, not a wrapper: it swaps the chosen
 ``nn.Linear`` modules for :class:`ExpertLinear` in place (the model keeps its class, its

@@ -1,4 +1,4 @@
-"""BranchLoRA (Zhang et al., ACL 2025) as a continual method (method.md section 3, BranchLoRA).
+"""BranchLoRA (Zhang et al., ACL 2025) as a continual method (docs/method.md section 3, BranchLoRA).
 
 Every module of ``anatomy.select(cfg.lora.modules)`` in both towers gets, at task 1, a
 :class:`~dmole_lab.experts.branch.BranchLinear`: one shared trunk A, N branches B_i, and from
@@ -59,7 +59,7 @@ def check_branch_config(c: BranchConfig) -> None:
 
 #: What the routers read (``branch.router_input``): per sample, the LLM modules' input at the
 #: last prompt token and the vision modules' mean over the image ("summary"), or both at their
-#: first position ("first", method.md's x0: in a causal LLM behind a shared BOS token the same
+#: first position ("first", docs/method.md's x0: in a causal LLM behind a shared BOS token the same
 #: vector for every sample, so routing would not depend on the input at all).
 ROUTER_INPUTS = ("summary", "first")
 
@@ -88,7 +88,7 @@ def split_features(z: torch.Tensor, d_vision: int) -> tuple[torch.Tensor, torch.
 
 def align_loss(z: torch.Tensor, d_vision: int, k_img: torch.Tensor,
                k_txt: torch.Tensor) -> torch.Tensor:
-    """L_align = sum_n (1 - cos(e_img_n, k_img)) + sum_n (1 - cos(e_txt_n, k_txt)) (method.md
+    """L_align = sum_n (1 - cos(e_img_n, k_img)) + sum_n (1 - cos(e_txt_n, k_txt)) (docs/method.md
     section 3); z: (N, d) routing features, keys: (d_vision,) and (d - d_vision,)."""
     e_img, e_txt = split_features(z, d_vision)
     return ((1 - torch.cosine_similarity(e_img, k_img[None], dim=1)).sum()

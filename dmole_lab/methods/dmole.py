@@ -1,4 +1,4 @@
-"""D-MoLE as a continual method (method.md section 2).
+"""D-MoLE as a continual method (docs/method.md section 2).
 
 Per task t: probe the frozen base model (zero-cost sensitivity, K+1 batches), split the expert
 budget between the towers (curriculum), give the top modules of each tower one new LoRA expert

@@ -1,4 +1,5 @@
-"""EWC-LoRA: one LoRA carried along, anchored by an online diagonal Fisher (method.md section 3).
+"""EWC-LoRA: one LoRA carried along, anchored by an online diagonal Fisher (docs/method.md section
+3).
 
     L = L_t + (lambda / 2) * sum_j F_j (theta_j - theta*_j)^2      over the LoRA parameters j
 

@@ -1,6 +1,6 @@
 """LwF-LoRA: sequential LoRA plus distillation from the model after the previous task.
 
-method.md section 3:
+docs/method.md section 3:
 
     L = L_t + lambda * T^2 * mean over answer tokens of KL(softmax(z_old / T) || softmax(z_new / T))
 

@@ -1,4 +1,4 @@
-"""Mixture-of-LoRA-experts baselines: MoELoRA, sparse MoLE and MoLA (method.md section 3).
+"""Mixture-of-LoRA-experts baselines: MoELoRA, sparse MoLE and MoLA (docs/method.md section 3).
 
 CoIN's protocol for all three: at task 1 every module of ``lora.modules`` in both towers gets a
 :class:`dmole_lab.experts.mixture.MixtureLinear`; its experts and router are shared by all tasks
@@ -94,7 +94,7 @@ class MixtureMethod(ContinualMethod):
         return [p for layer in self.layers.values() for p in layer.adapter_parameters()]
 
     def extra_loss(self, model, batch, outputs):
-        """balance * mean over layers of N sum_i f_i P_i (method.md section 3); None if 0.
+        """balance * mean over layers of N sum_i f_i P_i (docs/method.md section 3); None if 0.
 
         The layers' mean is logged whatever the weight, so dense MoELoRA reports its (top-1)
         load imbalance too.

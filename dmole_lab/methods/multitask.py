@@ -1,6 +1,6 @@
 """Multi-task: one LoRA trained jointly on every task seen so far, the upper-bound reference.
 
-method.md section 3 ("one LoRA trained on all tasks jointly"). The objective at stage t is the
+docs/method.md section 3 ("one LoRA trained on all tasks jointly"). The objective at stage t is the
 task loss on a joint mix,
 
     L = mean over the mix of L_i,  mix = n_t samples drawn evenly from tasks 1..t

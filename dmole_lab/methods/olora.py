@@ -1,4 +1,5 @@
-"""O-LoRA: a new LoRA per task in a subspace orthogonal to the earlier ones (method.md section 3).
+"""O-LoRA: a new LoRA per task in a subspace orthogonal to the earlier ones (docs/method.md section
+3).
 
 Every module of ``anatomy.select(lora.modules)`` gets, for each task t, a LoRA (A_t, B_t) of the
 ``lora`` section's rank; the earlier tasks' LoRAs stay frozen and switched on, so the model at

@@ -1,4 +1,4 @@
-"""Seq-FT: one LoRA trained on each task in turn, never merged or reset (method.md section 3).
+"""Seq-FT: one LoRA trained on each task in turn, never merged or reset (docs/method.md section 3).
 
 The lower bound of the comparison: the same adapter (rank and targets of the ``lora`` section)
 keeps training through the stream, so each task overwrites what the previous ones taught it.

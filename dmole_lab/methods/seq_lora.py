@@ -1,4 +1,4 @@
-"""Sequential LoRA (Seq-FT), the paper's lower-bound baseline (method.md sections 2 and 3).
+"""Sequential LoRA (Seq-FT), the paper's lower-bound baseline (docs/method.md sections 2 and 3).
 
 One fresh LoRA (rank 4 on all linear layers of both towers by default) is trained on each task
 with ``peft`` and merged into the base weights after the task, so the next task starts from the

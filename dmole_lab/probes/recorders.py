@@ -1,4 +1,4 @@
-"""Per-step recorders of training dynamics per tower (method.md section 5, Figure 2).
+"""Per-step recorders of training dynamics per tower (docs/method.md section 5, Figure 2).
 
 :class:`TowerDynamics` is a :class:`dmole_lab.training.stage.TrainCallback` recording, every
 ``every`` steps and for each tower (vision, llm, projector when trained):

@@ -1,6 +1,6 @@
 """Zero-cost sensitivity proxies: how much each candidate module would like to change for a task.
 
-The paper's proxy (method.md section 2, step 1): on the frozen base model, accumulate the
+The paper's proxy (docs/method.md section 2, step 1): on the frozen base model, accumulate the
 gradients of the next-token loss (answer tokens, token mean) over K+1 batches without zeroing,
 and score module m by s_m = sum over its parameters p of ||accumulated grad of p||_F (weight
 and bias norms added; no normalisation by size). Alternatives, for comparison:
@@ -31,7 +31,7 @@ from dmole_lab.models.anatomy import Anatomy, ModuleInfo, anatomy_of
 from .hooks import hooked
 
 PROXIES = {
-    "grad_norm": "sum_p ||sum over K+1 batches of grad p||_F (method.md section 2, step 1)",
+    "grad_norm": "sum_p ||sum over K+1 batches of grad p||_F (docs/method.md section 2, step 1)",
     "grad_norm_per_param": "grad_norm / parameter count of the module",
     "snip": "sum_p sum |p * accumulated grad p| (SNIP)",
     "fisher": "mean over samples of ||per-sample grad||_F^2 (empirical Fisher trace)",
@@ -51,7 +51,7 @@ def check_proxies(proxies) -> tuple[str, ...]:
 
 
 def probe_batches(n_samples: int, batch_size: int, share: float = 0.01) -> int:
-    """K+1 of method.md section 2 step 1: K = max(1, round(share x batches of the task))."""
+    """K+1 of docs/method.md section 2 step 1: K = max(1, round(share x batches of the task))."""
     n_batches = math.ceil(n_samples / batch_size)
     return max(1, round(share * n_batches)) + 1
 

@@ -1,4 +1,4 @@
-"""Evaluation: greedy generation on every eval set, then scoring (method.md section 4)."""
+"""Evaluation: greedy generation on every eval set, then scoring (docs/method.md section 4)."""
 
 from __future__ import annotations
 

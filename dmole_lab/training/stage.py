@@ -2,7 +2,7 @@
 
 Methods plug in through three hooks: which parameters train, an optional extra loss term and
 callbacks that see every step (recorders, loggers). The loss is the model's next-token
-cross-entropy over answer tokens only, averaged over tokens (method.md section 2).
+cross-entropy over answer tokens only, averaged over tokens (docs/method.md section 2).
 """
 
 from __future__ import annotations

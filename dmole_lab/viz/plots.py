@@ -83,7 +83,7 @@ def _pair(ax, figsize):
 
 def sensitivity_heatmaps(profiles: pd.DataFrame, tasks: list[str] | None = None,
                          normalisation: str = "minmax", ax=None, title: str | None = None):
-    """Figure 1 (method.md section 5): tasks x layers per tower, darker = more sensitive.
+    """Figure 1 (docs/method.md section 5): tasks x layers per tower, darker = more sensitive.
 
     ``profiles`` is a per-layer table (task, tower, layer, score), e.g. from
     :func:`dmole_lab.analysis.profiles.layer_profiles`; rows are normalised per task and tower with
@@ -142,7 +142,7 @@ def layer_profile_bars(profiles: pd.DataFrame, task: str, normalisation: str = "
 
 def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
                    title: str | None = None, smooth: int = 5):
-    """Figure 2 (method.md section 5): per-tower magnitude vs step (top) and their ratio.
+    """Figure 2 (docs/method.md section 5): per-tower magnitude vs step (top) and their ratio.
 
     ``dynamics``: the recorders' table (step, tower, quantity, value, and stage/task when it
     comes from a continual run: stages are laid end to end with their boundaries marked).
@@ -236,7 +236,7 @@ def proxy_oracle_bars(pooled: pd.DataFrame, ax=None, title: str | None = None):
 
 def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
                         n_layers: dict[str, int], ax=None, title: str | None = None):
-    """Figure 3 (method.md section 5): tasks x layers per tower, the number of modules of each
+    """Figure 3 (docs/method.md section 5): tasks x layers per tower, the number of modules of each
     layer that hold an expert of each task.
 
     ``allocation``: task, tower, layer, module (one row per expert, e.g. a D-MoLE run's

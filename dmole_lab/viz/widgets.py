@@ -55,7 +55,7 @@ class SensitivityExplorer(_Explorer):
     """Figure 1 from a stored sensitivity table: pick proxy, probe batches, normalisation, task.
 
     ``task`` = "all tasks" draws the tasks x layers heatmaps; one task draws its per-layer
-    profile per tower with its vision share rho_V (method.md section 2 step 2).
+    profile per tower with its vision share rho_V (docs/method.md section 2 step 2).
     """
 
     def __init__(self, table: pd.DataFrame, tasks: list[str] | None = None,
@@ -120,7 +120,8 @@ class AllocationExplorer(_Explorer):
     """Figure 3 live: D-MoLE's allocation of every task from a stored sensitivity table.
 
     Budget fraction, vision floor and curriculum mode recompute the allocation of the whole
-    stream (method.md section 2 steps 2-3, :func:`dmole_lab.dmole.allocation.allocate_stream`) and
+    stream (docs/method.md section 2 steps 2-3, :func:`dmole_lab.dmole.allocation.allocate_stream`)
+    and
     redraw the tasks x layers heatmaps. The note under the figure gives the time the
     recomputation took, the experts' trainable parameters per task (rank ``r``), and the scores
     of a stored D-MoLE run with these settings (``find`` returns the matching runs), or the
@@ -202,7 +203,7 @@ class AllocationExplorer(_Explorer):
 class ComparisonExplorer(_Explorer):
     """Forgetting curves and the method table of a stored comparison (``dmole-lab compare``).
 
-    Pick the variants, the task whose curve is drawn, and the metric conventions of method.md
+    Pick the variants, the task whose curve is drawn, and the metric conventions of docs/method.md
     section 4 (BWT divisor T-1 or T, forgetting "first" or "max"). The per-run metrics of all
     four conventions are computed once, from the stored score matrices, when the explorer is
     built; a change of a control only filters and redraws.
