@@ -12,7 +12,7 @@ from dmole_lab.config import ModelConfig, build_config
 from dmole_lab.data.encode import Encoded, concat, encode, subset, train_batch
 from dmole_lab.data.tasks import make_samples
 from dmole_lab.engine import continual
-from dmole_lab.experts import ExpertConfig, Experts
+from dmole_lab.experts import AdapterShape, Experts
 from dmole_lab.methods import make_method
 from dmole_lab.methods.ewc import ewc_penalty, fisher_diagonal, lora_parameters
 from dmole_lab.methods.lwf import distillation
@@ -154,7 +154,7 @@ def test_ewc_fisher_is_mean_squared_gradient_and_accumulates_online(micro_model_
 # --------------------------------------------------------------------------------- O-LoRA
 def test_orthogonality_matches_hand_computation():
     model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.Linear(3, 4, bias=False))
-    experts = Experts(model, ExpertConfig(r=2, alpha=2.0, dropout=0.0))
+    experts = Experts(model, AdapterShape(r=2, alpha=2.0, dropout=0.0))
     for task in ("a", "b", "c"):
         experts.add(task, ["0", "1"])
     A = {("0", "a"): [[1, 0, 0], [0, 1, 0]], ("0", "b"): [[1, 1, 0], [0, 0, 2]],

@@ -8,7 +8,7 @@ import torch
 from dmole_lab.config import ModelConfig
 from dmole_lab.data.encode import encode, train_batch
 from dmole_lab.data.tasks import make_samples
-from dmole_lab.experts import ExpertConfig, Experts
+from dmole_lab.experts import AdapterShape, Experts
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import load_model
 
@@ -35,7 +35,7 @@ def _logits(model, batch):
 def test_gates_switch_experts_and_off_is_the_base_model(micro):
     model, batch, an = micro
     base = _logits(model, batch)
-    ex = Experts(model, ExpertConfig(r=2, alpha=4, dropout=0.0))
+    ex = Experts(model, AdapterShape(r=2, alpha=4, dropout=0.0))
     paths = [an.by_alias[a].path for a in ("vision.0.attn.q", "llm.1.attn.v")]
     ex.add("ocr", paths)
     ex.add("caption", [paths[1]])
@@ -83,7 +83,7 @@ def test_peft_loads_a_task_adapter_with_the_same_outputs(micro, tmp_path):
 
     model, batch, an = micro
     pristine = copy.deepcopy(model)
-    ex = Experts(model, ExpertConfig(r=2, alpha=6, dropout=0.05))
+    ex = Experts(model, AdapterShape(r=2, alpha=6, dropout=0.05))
     ex.add("ocr", [m.path for m in an.candidates()][:5])
     ex.add("caption", [m.path for m in an.candidates()][3:8])
     _randomise(ex, "ocr")
@@ -95,7 +95,7 @@ def test_peft_loads_a_task_adapter_with_the_same_outputs(micro, tmp_path):
     torch.testing.assert_close(_logits(peft_model, batch), ours)
     # and our own reader rebuilds the experts exactly
     cfg, state = Experts.read_pretrained(tmp_path / "caption")
-    assert cfg == ExpertConfig(r=2, alpha=6, dropout=0.05)
+    assert cfg == AdapterShape(r=2, alpha=6, dropout=0.05)
     fresh, _ = load_model(ModelConfig(path=str(model.config._name_or_path)))
     ex2 = Experts(fresh, cfg)
     ex2.load_state_dict("caption", state)

@@ -35,6 +35,11 @@ import math
 import torch
 from torch import nn
 
+from dmole_lab.config import BranchConfig
+from dmole_lab.models.anatomy import ModuleInfo
+
+from .base import AdapterLinear, swap_linear
+
 #: How a vision module turns a tile into its router input (:class:`BranchLinear` ``pool``).
 POOLS = ("first", "mean")
 
@@ -77,7 +82,7 @@ class BranchSelector:
         return bool(self.tasks)
 
 
-class BranchLinear(nn.Module):
+class BranchLinear(AdapterLinear):
     """``base_layer`` (frozen nn.Linear) plus a trunk A, N branches B_i and per-task routers.
 
     Args:
@@ -94,13 +99,12 @@ class BranchLinear(nn.Module):
     def __init__(self, base_layer: nn.Linear, selector: BranchSelector, branches: int = 8,
                  top_k: int = 2, r: int = 4, alpha: float = 8.0, dropout: float = 0.0,
                  padded: bool = False, pool: str = "first"):
-        super().__init__()
+        super().__init__(base_layer)
         if not 1 <= top_k <= branches:
             raise ValueError(f"top_k must be in 1..{branches} (branches), got {top_k}")
         if pool not in POOLS:
             raise ValueError(f"pool {pool!r}; allowed: {', '.join(POOLS)}")
         self.pool = pool
-        self.base_layer = base_layer
         self.selector = selector
         self.n_branches, self.top_k, self.r = branches, top_k, r
         self.scaling = alpha / r
@@ -125,11 +129,6 @@ class BranchLinear(nn.Module):
                              persistent=False)
         self._cache: tuple | None = None  # (selector version, rows) -> the batch's mixture
         self.train(base_layer.training)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The base weight (code that inspects ``.weight`` of a linear layer keeps working)."""
-        return self.base_layer.weight
 
     @property
     def frozen(self) -> torch.Tensor:
@@ -289,3 +288,15 @@ class BranchLinear(nn.Module):
                 f"pool={self.pool}, "
                 f"frozen={self.frozen.nonzero()[:, 0].tolist()}, "
                 f"routers={list(self.lora_router)}")
+
+
+def add_branches(model: nn.Module, infos: list[ModuleInfo], selector: BranchSelector,
+                 cfg: BranchConfig) -> dict[str, BranchLinear]:
+    """Swap each module of ``infos`` for a :class:`BranchLinear` sharing ``selector``, in place;
+    returns them by native path. LLM modules read each sample's router input at the selector's
+    positions; vision modules pool the first image as ``cfg.router_input`` says ("summary":
+    the mean over the image, "first": position 0)."""
+    pool = "mean" if cfg.router_input == "summary" else "first"
+    return {info.path: swap_linear(model, info.path, lambda lin, info=info: BranchLinear(
+        lin, selector, cfg.branches, cfg.top_k, cfg.r, cfg.alpha, cfg.dropout,
+        padded=info.tower == "llm", pool=pool)) for info in infos}

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from .base import AdapterLinear, AdapterShape
+
 
 class Gates:
     """Which tasks' experts are on; one instance is shared by every expert layer of a model.
@@ -43,12 +45,11 @@ class Gates:
         return list(self.weights)
 
 
-class ExpertLinear(nn.Module):
+class ExpertLinear(AdapterLinear):
     """``base_layer`` (frozen nn.Linear) plus LoRA experts keyed by task."""
 
     def __init__(self, base_layer: nn.Linear, gates: Gates):
-        super().__init__()
-        self.base_layer = base_layer
+        super().__init__(base_layer)
         self.lora_A = nn.ModuleDict()
         self.lora_B = nn.ModuleDict()
         self.lora_dropout = nn.ModuleDict()
@@ -56,24 +57,21 @@ class ExpertLinear(nn.Module):
         self.gates = gates
         self.train(base_layer.training)
 
-    @property
-    def weight(self) -> torch.Tensor:
-        """The base weight (code that inspects ``.weight`` of a linear layer keeps working)."""
-        return self.base_layer.weight
-
-    def add_expert(self, task: str, r: int, alpha: float, dropout: float) -> None:
-        """A new expert of ``task``: A Kaiming-uniform, B = 0 (PEFT's initialisation)."""
+    def add_expert(self, task: str, shape: AdapterShape) -> None:
+        """A new expert of ``task`` of ``shape``: A Kaiming-uniform, B = 0 (PEFT's
+        initialisation)."""
         if task in self.lora_A:
             raise ValueError(f"task {task!r} already has an expert here")
-        w = self.base_layer.weight
+        r, w = shape.r, self.base_layer.weight
         A = nn.Linear(self.base_layer.in_features, r, bias=False, device=w.device, dtype=w.dtype)
         B = nn.Linear(r, self.base_layer.out_features, bias=False, device=w.device,
                       dtype=w.dtype)
         nn.init.kaiming_uniform_(A.weight, a=math.sqrt(5))
         nn.init.zeros_(B.weight)
         self.lora_A[task], self.lora_B[task] = A, B
-        self.lora_dropout[task] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.scaling[task] = alpha / r
+        self.lora_dropout[task] = (nn.Dropout(shape.dropout) if shape.dropout > 0
+                                   else nn.Identity())
+        self.scaling[task] = shape.scaling
         self.lora_dropout[task].train(self.training)  # new modules default to training mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

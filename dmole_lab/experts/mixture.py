@@ -25,6 +25,8 @@ from torch import nn
 from dmole_lab.config import MixtureConfig
 from dmole_lab.models.anatomy import ModuleInfo
 
+from .base import AdapterLinear, swap_linear
+
 #: names of a mixture's own tensors in :meth:`MixtureLinear.adapter_state_dict`
 ADAPTER_KEYS = ("expert_A", "expert_B", "router.weight")
 
@@ -52,7 +54,7 @@ def load_balance_loss(probs: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor
     return n * (f * P).sum()
 
 
-class MixtureLinear(nn.Module):
+class MixtureLinear(AdapterLinear):
     """``base_layer`` (frozen nn.Linear) plus E routed LoRA experts of rank r (docs/method.md sec.
     3).
 
@@ -76,14 +78,13 @@ class MixtureLinear(nn.Module):
 
     def __init__(self, base_layer: nn.Linear, experts: int, r: int, alpha: float,
                  dropout: float = 0.0, top_k: int = 0, scale_experts: int | None = None):
-        super().__init__()
+        super().__init__(base_layer)
         if experts < 1 or r < 1:
             raise ValueError(f"need experts >= 1 and r >= 1, got experts={experts}, r={r}")
         if not 0 <= top_k <= experts:
             raise ValueError(f"top_k={top_k} must be in [0, experts={experts}] (0 = dense)")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout} must be in [0, 1)")
-        self.base_layer = base_layer
         self.experts, self.r, self.top_k = experts, r, top_k
         self.alpha = float(alpha)
         #: alpha / (E r): docs/method.md section 3's alpha / r with r the total rank E r. MoLA's
@@ -109,19 +110,6 @@ class MixtureLinear(nn.Module):
         nn.init.kaiming_uniform_(self.expert_A, a=math.sqrt(5))
         nn.init.zeros_(self.expert_B)
         nn.init.normal_(self.router.weight, std=ROUTER_INIT_STD)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The base weight (code that inspects ``.weight`` of a linear layer keeps working)."""
-        return self.base_layer.weight
-
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
 
     def adapter_parameters(self) -> list[nn.Parameter]:
         """The mixture's own parameters: A, B and the router (not the base layer's)."""
@@ -208,14 +196,10 @@ def add_mixtures(model: nn.Module, infos: list[ModuleInfo], cfg: MixtureConfig,
     """
     out = {}
     for info in infos:
-        mod = model.get_submodule(info.path)
-        if isinstance(mod, MixtureLinear):
+        if isinstance(model.get_submodule(info.path), MixtureLinear):
             raise ValueError(f"{info.path} already holds a mixture")
-        if not isinstance(mod, nn.Linear):
-            raise TypeError(f"{info.path} is a {type(mod).__name__}, not nn.Linear")
-        layer = MixtureLinear(mod, experts_at(info.layer, n_layers[info.tower], cfg), cfg.r,
-                              cfg.alpha, cfg.dropout, cfg.top_k, scale_experts=cfg.experts)
-        parent, _, name = info.path.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, name, layer)
+        experts = experts_at(info.layer, n_layers[info.tower], cfg)
+        layer = swap_linear(model, info.path, lambda lin, experts=experts: MixtureLinear(
+            lin, experts, cfg.r, cfg.alpha, cfg.dropout, cfg.top_k, scale_experts=cfg.experts))
         out[info.path] = layer
     return out

@@ -15,7 +15,7 @@ from torch import nn
 
 from dmole_lab.store import read_tensors, write_tensors
 
-from .config import ExpertConfig
+from .base import AdapterShape, swap_linear
 from .layer import ExpertLinear, Gates
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -24,9 +24,9 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 class Experts:
     """The task experts of one model: ``experts.add(task, paths)``, ``experts.activate(...)``."""
 
-    def __init__(self, model: nn.Module, config: ExpertConfig | None = None):
+    def __init__(self, model: nn.Module, config: AdapterShape | None = None):
         self.model = model
-        self.config = config or ExpertConfig()
+        self.config = config or AdapterShape()
         self.gates = Gates()
 
     # ---------------------------------------------------------------------- structure
@@ -49,16 +49,11 @@ class Experts:
         """Give ``task`` one new expert in each module of ``paths`` (native paths)."""
         if "." in task or not task:
             raise ValueError(f"task name {task!r} cannot key an expert (no dots, not empty)")
-        c = self.config
         for path in paths:
             mod = self.model.get_submodule(path)
             if not isinstance(mod, ExpertLinear):
-                if not isinstance(mod, nn.Linear):
-                    raise TypeError(f"{path} is a {type(mod).__name__}, not nn.Linear")
-                parent, _, name = path.rpartition(".")
-                mod = ExpertLinear(mod, self.gates)
-                setattr(self.model.get_submodule(parent) if parent else self.model, name, mod)
-            mod.add_expert(task, c.r, c.alpha, c.dropout)
+                mod = swap_linear(self.model, path, lambda lin: ExpertLinear(lin, self.gates))
+            mod.add_expert(task, self.config)
 
     def parameters(self, task: str) -> list[nn.Parameter]:
         """The A and B weights of ``task``'s experts."""
@@ -131,11 +126,11 @@ class Experts:
         return directory
 
     @staticmethod
-    def read_pretrained(directory: Path) -> tuple[ExpertConfig, dict[str, torch.Tensor]]:
+    def read_pretrained(directory: Path) -> tuple[AdapterShape, dict[str, torch.Tensor]]:
         """(config, state_dict) of an adapter written by :meth:`save_pretrained`."""
         directory = Path(directory)
         cfg = json.loads((directory / "adapter_config.json").read_text())
         tensors = read_tensors(directory / ADAPTER_WEIGHTS)
         state = {k.removeprefix("base_model.model.").removesuffix(".weight"): v
                  for k, v in tensors.items()}
-        return ExpertConfig(cfg["r"], float(cfg["lora_alpha"]), cfg["lora_dropout"]), state
+        return AdapterShape(cfg["r"], float(cfg["lora_alpha"]), cfg["lora_dropout"]), state

@@ -30,6 +30,10 @@ class ContinualMethod:
         self.anatomy = anatomy
         #: folder for files a method exports (e.g. PEFT adapters); set by the runner
         self.artifacts: Path | None = None
+        #: figures of the current stage for the manifest (returned and cleared by ``info``)
+        self.stage_info: dict = {}
+        #: tables of the current stage (returned and cleared by ``after_eval``)
+        self.stage_extra: dict[str, pd.DataFrame] = {}
 
     def begin_task(self, model: torch.nn.Module, t: int, task: str,
                    data: Encoded) -> torch.nn.Module:
@@ -60,12 +64,16 @@ class ContinualMethod:
         """Called before each evaluation batch of set ``name`` (routers act here)."""
 
     def after_eval(self, model: torch.nn.Module) -> dict[str, pd.DataFrame]:
-        """Tables the method records for the stage just evaluated (none by default)."""
-        return {}
+        """Tables the method recorded for the stage just evaluated (``stage_extra``, then
+        cleared for the next stage)."""
+        out, self.stage_extra = self.stage_extra, {}
+        return out
 
     def info(self) -> dict:
-        """Figures of the stage for the manifest (none by default)."""
-        return {}
+        """Figures of the stage for the manifest (``stage_info``, then cleared for the next
+        stage)."""
+        out, self.stage_info = self.stage_info, {}
+        return out
 
     def end_task(self, model: torch.nn.Module, t: int,
                  task: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
@@ -83,9 +91,8 @@ class RoutedMethod(ContinualMethod):
     BranchLoRA), and records the routing of every evaluation.
 
     Subclasses fill, per stage: ``eval_routes`` (one dict per evaluated sample: ``eval_task``,
-    ``routed``, ``active``; see :func:`dmole_lab.analysis.usage.routing_counts`), ``stage_extra``
-    (tables
-    of the stage) and ``stage_info`` (manifest figures); ``eval_z`` caches each evaluation set's
+    ``routed``, ``active``; see :func:`dmole_lab.analysis.usage.routing_counts`) besides the
+    base class's ``stage_extra`` and ``stage_info``; ``eval_z`` caches each evaluation set's
     routing features. They name the tasks a sample can be routed to (``routed_tasks``) and how
     routing is switched off after an evaluation (``stop_routing``).
     """
@@ -94,8 +101,6 @@ class RoutedMethod(ContinualMethod):
         super().__init__(cfg, anatomy)
         self.eval_z: dict[str, torch.Tensor] = {}
         self.eval_routes: list[dict] = []
-        self.stage_info: dict = {}
-        self.stage_extra: dict[str, pd.DataFrame] = {}
 
     def routed_tasks(self) -> list[str]:
         """Tasks the router can send a sample to (the columns of the confusion counts)."""
@@ -110,18 +115,13 @@ class RoutedMethod(ContinualMethod):
         """Routing confusion counts of this evaluation, plus the stage's own tables; the router
         accuracy goes to the stage's manifest figures."""
         self.stop_routing(model)
-        tables = dict(self.stage_extra)
+        tables = super().after_eval(model)
         if self.eval_routes:
             tables["routing"], accuracy = routing_counts(self.eval_routes, self.routed_tasks())
             if accuracy is not None:
                 self.stage_info["router_accuracy"] = accuracy
-        self.eval_routes, self.stage_extra = [], {}
+        self.eval_routes = []
         return tables
-
-    def info(self) -> dict:
-        """The stage's manifest figures (then cleared for the next stage)."""
-        out, self.stage_info = self.stage_info, {}
-        return out
 
 
 METHODS: dict[str, Callable[..., ContinualMethod]] = {}

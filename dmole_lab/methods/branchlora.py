@@ -30,7 +30,8 @@ from dmole_lab.analysis.usage import NONE
 from dmole_lab.config import BranchConfig
 from dmole_lab.data.encode import Encoded
 from dmole_lab.dmole.router import representations
-from dmole_lab.experts.branch import BranchLinear, BranchSelector
+from dmole_lab.experts.base import AdapterShape
+from dmole_lab.experts.branch import BranchLinear, BranchSelector, add_branches
 from dmole_lab.training.stage import TrainCallback
 
 from .base import RoutedMethod, register
@@ -46,12 +47,7 @@ def check_branch_config(c: BranchConfig) -> None:
     if not 0 <= c.freeze <= c.branches:
         raise ValueError(f"branch.freeze={c.freeze}; allowed: 0..{c.branches} "
                          f"(at most branch.branches={c.branches})")
-    if c.r < 1:
-        raise ValueError(f"branch.r={c.r}; allowed: an integer >= 1")
-    if not c.alpha > 0:
-        raise ValueError(f"branch.alpha={c.alpha}; allowed: a number > 0")
-    if not 0 <= c.dropout < 1:
-        raise ValueError(f"branch.dropout={c.dropout}; allowed: 0 <= dropout < 1")
+    AdapterShape.of(c, "branch")
     if c.router_input not in ROUTER_INPUTS:
         raise ValueError(f"branch.router_input={c.router_input!r}; allowed: "
                          f"{', '.join(ROUTER_INPUTS)}")
@@ -164,18 +160,8 @@ class BranchLoRA(RoutedMethod):
         """Swap every selected nn.Linear of both towers for a BranchLinear (once per model)."""
         if self.model is model:
             return
-        c = self.cfg.branch
-        self.layers = {}
-        for info in self.anatomy.select(self.cfg.lora.modules):
-            parent, _, name = info.path.rpartition(".")
-            base = model.get_submodule(info.path)
-            if not isinstance(base, torch.nn.Linear):
-                raise TypeError(f"{info.path} is a {type(base).__name__}, not nn.Linear")
-            layer = BranchLinear(base, self.selector, c.branches, c.top_k, c.r, c.alpha,
-                                 c.dropout, padded=info.tower == "llm",
-                                 pool="mean" if c.router_input == "summary" else "first")
-            setattr(model.get_submodule(parent), name, layer)
-            self.layers[info.path] = layer
+        self.layers = add_branches(model, self.anatomy.select(self.cfg.lora.modules),
+                                   self.selector, self.cfg.branch)
         self.model = model
         self.d_vision = _vision_width(model)
 

@@ -19,7 +19,7 @@ from dmole_lab.analysis.usage import ACTIVE_SEP, NONE
 from dmole_lab.data.encode import Encoded
 from dmole_lab.dmole.allocation import Allocation, allocate, mode_splits, module_scores
 from dmole_lab.dmole.router import Router, representations, train_autoencoder
-from dmole_lab.experts import ExpertConfig, Experts
+from dmole_lab.experts import AdapterShape, Experts
 from dmole_lab.probes.sensitivity import probe_batches, sensitivity
 from dmole_lab.training.stage import TrainCallback
 
@@ -47,7 +47,7 @@ class DMoLE(RoutedMethod):
     def __init__(self, cfg, anatomy):
         super().__init__(cfg, anatomy)
         c = cfg.dmole
-        self.expert_cfg = ExpertConfig(c.r, c.alpha, c.dropout)
+        self.expert_cfg = AdapterShape.of(c, "dmole")
         self.router = Router(c.router_support, c.routing)
         self.experts: Experts | None = None
         self.history: list[tuple[float, float]] = []

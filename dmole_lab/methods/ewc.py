@@ -84,7 +84,6 @@ class EWC(SequentialFT):
         self.theta: dict[str, torch.Tensor] = {}
         self.params: dict[str, torch.nn.Parameter] = {}
         self.data: Encoded | None = None
-        self.stage_info: dict = {}
         self._sum, self._count = 0.0, 0
 
     def begin_task(self, model, t, task, data):
@@ -134,7 +133,3 @@ class EWC(SequentialFT):
                       if k.startswith(THETA)}
         return model
 
-    def info(self) -> dict:
-        """Fisher batches and mean, and the mean weighted penalty over the stage's steps."""
-        out, self.stage_info = self.stage_info, {}
-        return out

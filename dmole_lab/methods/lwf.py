@@ -72,7 +72,10 @@ class LwF(SequentialLoRA):
         return self.cfg.lwf.weight * term
 
     def info(self) -> dict:
-        """Mean distillation term (before lambda) over the stage's steps; none on task 1."""
-        out = {"lwf_distill_mean": self._sum / self._count} if self._count else {}
+        """The stage's figures, plus the mean distillation term (before lambda) over its steps
+        (none on task 1)."""
+        out = super().info()
+        if self._count:
+            out["lwf_distill_mean"] = self._sum / self._count
         self._sum, self._count = 0.0, 0
         return out

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from dmole_lab.config import ConfigError, MixtureConfig
+from dmole_lab.experts.base import AdapterShape
 from dmole_lab.experts.mixture import (
     ADAPTER_KEYS,
     MixtureLinear,
@@ -34,12 +35,10 @@ def check_mixture(cfg: MixtureConfig, section: str) -> None:
 
     if cfg.experts < 1:
         bad("experts", cfg.experts, "need experts >= 1")
-    if cfg.r < 1:
-        bad("r", cfg.r, "need r >= 1")
-    if cfg.alpha <= 0:
-        bad("alpha", cfg.alpha, "need alpha > 0")
-    if not 0 <= cfg.dropout < 1:
-        bad("dropout", cfg.dropout, "need 0 <= dropout < 1")
+    try:
+        AdapterShape.of(cfg, section)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if cfg.balance < 0:
         bad("balance", cfg.balance, "need balance >= 0 (0 = no load-balancing loss)")
     if cfg.top_k < 0:
@@ -65,7 +64,6 @@ class MixtureMethod(ContinualMethod):
         check_mixture(self.mix, self.section)
         self.layers: dict[str, MixtureLinear] = {}
         self.balance_log: list[float] = []
-        self.stage_info: dict = {}
 
     def _ensure_mixtures(self, model) -> dict[str, MixtureLinear]:
         """The model's mixtures, injected on ``lora.modules`` of both towers if it has none."""
@@ -138,11 +136,6 @@ class MixtureMethod(ContinualMethod):
             layer.load_adapter_state_dict({k: state[f"{path}.{k}"] for k in ADAPTER_KEYS})
         return model
 
-    def info(self) -> dict:
-        """Per-stage figures for the manifest: experts per tower (sum over modules) and the mean
-        layer balance loss over the stage's steps."""
-        out, self.stage_info = self.stage_info, {}
-        return out
 
 
 @register("moelora")

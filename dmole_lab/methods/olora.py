@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from dmole_lab.experts import ExpertConfig, Experts
+from dmole_lab.experts import AdapterShape, Experts
 
 from .base import ContinualMethod, register
 
@@ -44,8 +44,7 @@ class OLoRA(ContinualMethod):
 
     def __init__(self, cfg, anatomy):
         super().__init__(cfg, anatomy)
-        c = cfg.lora
-        self.expert_cfg = ExpertConfig(c.r, c.alpha, c.dropout)
+        self.expert_cfg = AdapterShape.of(cfg.lora, "lora")
         self.experts: Experts | None = None
         self.learned: list[str] = []
         self.current: str | None = None
@@ -99,5 +98,5 @@ class OLoRA(ContinualMethod):
         return model
 
     def info(self) -> dict:
-        """Tasks whose LoRAs the evaluated model sums."""
-        return {"active_loras": len(self.learned)}
+        """The stage's figures, plus how many tasks' LoRAs the evaluated model sums."""
+        return {**super().info(), "active_loras": len(self.learned)}

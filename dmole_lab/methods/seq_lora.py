@@ -8,6 +8,8 @@ model exactly when a run resumes.
 
 from __future__ import annotations
 
+from dmole_lab.experts.base import AdapterShape
+
 from .base import ContinualMethod, register
 
 
@@ -16,12 +18,8 @@ class SequentialLoRA(ContinualMethod):
     """Train a new LoRA per task, merge it, move on."""
 
     def _lora_config(self):
-        from peft import LoraConfig
-
-        c = self.cfg.lora
-        targets = [m.path for m in self.anatomy.select(c.modules)]
-        return LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout,
-                          target_modules=targets, bias="none")
+        targets = [m.path for m in self.anatomy.select(self.cfg.lora.modules)]
+        return AdapterShape.of(self.cfg.lora, "lora").peft_config(targets)
 
     def begin_task(self, model, t, task, data):
         """Wrap ``model`` with a new trainable LoRA (PEFT initialisation: A Kaiming, B = 0)."""
