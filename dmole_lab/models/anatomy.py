@@ -51,7 +51,7 @@ def load_map(model_type: str) -> dict:
     if not path.is_file():
         raise ValueError(
             f"no anatomy map for model_type {model_type!r}; available: "
-            f"{', '.join(available_maps())}. Add dmole_lab/anatomy_maps/{model_type}.json"
+            f"{', '.join(available_maps())}. Add dmole_lab/models/anatomy_maps/{model_type}.json"
         )
     return json.loads(path.read_text())
 
