@@ -1,6 +1,8 @@
 """Figures. Every function takes ``ax=None`` (a new figure if omitted) and returns the figure.
 
-Torch-free: plots read tidy tables from the run store.
+Torch-free: plots read tidy tables from the run store. Curves over seeds are drawn with seaborn
+(mean line, +- std band, a palette that stays distinct past ten lines); heatmaps stay matplotlib
+images (``ax.images[0].get_array()`` is the drawn matrix) annotated the way ``sns.heatmap`` does.
 """
 
 from __future__ import annotations
@@ -8,12 +10,57 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 
 def _ax(ax, figsize=(6, 4)):
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
     return ax.figure, ax
+
+
+def _cell_fontsize(ax, shape: tuple[int, int], chars: int, square: bool = False) -> float:
+    """A font size (points) at which ``chars`` characters fit in one cell of a ``shape`` heatmap
+    drawn in ``ax`` (its colorbar takes about a tenth of the width), between 6 and 9."""
+    width, height = ax.figure.get_size_inches()
+    box = ax.get_position()
+    cell_w = 72 * width * box.width * 0.85 / max(1, shape[1])
+    cell_h = 72 * height * box.height / max(1, shape[0])
+    if square:
+        cell_w = cell_h = min(cell_w, cell_h)
+    return float(np.clip(min(cell_w / (0.62 * chars + 1.0), 0.6 * cell_h), 6, 9))
+
+
+def _annotate(ax, im, values: np.ndarray, fmt: str, skip_zero: bool = False,
+              square: bool = False) -> None:
+    """Write every finite cell's value into the image ``im``, as ``sns.heatmap(annot=True)``
+    does: dark text on light cells and white on dark ones (seaborn's luminance rule), the font
+    sized to the cell. ``skip_zero`` leaves zero cells blank."""
+    keep = np.isfinite(values) & ((values != 0) if skip_zero else True)
+    labels = {rc: format(v, fmt) for rc, v in np.ndenumerate(values) if keep[rc]}
+    if not labels:
+        return
+    size = _cell_fontsize(ax, values.shape, max(map(len, labels.values())), square)
+    rgba = im.to_rgba(np.nan_to_num(values)).reshape(-1, 4)
+    lum = np.reshape(sns.utils.relative_luminance(rgba), values.shape)
+    for (r, c), text in labels.items():
+        ax.text(c, r, text, ha="center", va="center", fontsize=size,
+                color=".15" if lum[r, c] > .408 else "w")
+
+
+def _heatmap(ax, values: np.ndarray, xlabels, ylabels, *, cmap: str, vmin=None, vmax=None,
+             fmt: str | None = None, skip_zero: bool = False, label: str = "",
+             rotate_x: bool = True, square: bool = False):
+    """``values`` as an image in ``ax`` with one tick per row and column, annotated with ``fmt``
+    (none if None) and a colorbar labelled ``label``; returns the image."""
+    im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="equal" if square else "auto")
+    if fmt is not None:
+        _annotate(ax, im, values, fmt, skip_zero, square)
+    ax.set_xticks(range(values.shape[1]), [str(x) for x in xlabels],
+                  **({"rotation": 45, "ha": "right"} if rotate_x else {}))
+    ax.set_yticks(range(values.shape[0]), [str(y) for y in ylabels])
+    ax.figure.colorbar(im, ax=ax, fraction=0.04, label=label)
+    return im
 
 
 def close(fig) -> None:
@@ -29,33 +76,46 @@ def score_matrix_heatmap(scores: pd.DataFrame, tasks: list[str], ax=None,
     piv = scores.pivot_table(index="stage", columns="eval_task", values="value").reindex(
         columns=cols)
     fig, ax = _ax(ax, figsize=(1.0 + 0.75 * len(cols), 1.0 + 0.45 * len(piv)))
-    data = piv.to_numpy(dtype=float)
-    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    for (r, c), v in np.ndenumerate(data):
-        if np.isfinite(v):
-            ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                    color="white" if v < 60 else "black")
-    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     labels = ["zero-shot" if s == 0 else f"after {s}: {tasks[s - 1]}" for s in piv.index]
-    ax.set_yticks(range(len(piv)), labels)
+    _heatmap(ax, piv.to_numpy(dtype=float), cols, labels, cmap="viridis", vmin=0, vmax=100,
+             fmt=".0f", label="score (0-100)")
     ax.set_xlabel("evaluated task")
     ax.set_ylabel("stage")
     if title:
         ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="score (0-100)", fraction=0.04)
     return fig
 
 
+def _seed_band(ax, data: pd.DataFrame, hue: str, order: list[str]) -> None:
+    """One line per ``hue`` level in ``order`` of ``data``'s value against stage: the mean over
+    the rows of a stage (seeds) with a +- std band (seaborn's ``errorbar="sd"``; none for a
+    single seed). Seaborn's palettes (matplotlib's ten colours, evenly spaced hues past ten)
+    and one marker shape per level keep many lines apart; each line is labelled with its level and
+    the legend sits outside the axes, off the curves."""
+    order = [h for h in order if h in set(data[hue])]
+    # past ten lines, evenly spaced hues that skip one step, so the first and last differ too
+    palette = sns.color_palette("husl", len(order) + 1)[:len(order)] if len(order) > 10 else None
+    first = len(ax.lines)
+    sns.lineplot(data=data[data[hue].isin(order)], x="stage", y="value", hue=hue,
+                 hue_order=order, palette=palette, style=hue, style_order=order, dashes=False,
+                 markers=True, errorbar="sd", err_kws={"alpha": 0.15, "lw": 0}, markersize=5,
+                 markeredgewidth=0, legend=False, ax=ax)
+    for line, name in zip(ax.lines[first:], order):
+        line.set_label(name)
+    if order:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  frameon=False)
+
+
 def forgetting_curves(scores: pd.DataFrame, tasks: list[str], ax=None, title: str | None = None):
-    """Score of every task across stages (a column of the matrix as a line)."""
+    """Score of every task across stages (a column of the matrix as a line; with several seeds
+    in ``scores``, their mean with a +- std band)."""
     fig, ax = _ax(ax, figsize=(7, 4))
-    for i, task in enumerate(tasks):
-        d = scores[scores["eval_task"] == task].sort_values("stage")
-        ax.plot(d["stage"], d["value"], marker="o", ms=3, label=task)
+    _seed_band(ax, scores, "eval_task", list(tasks))
+    for i in range(len(tasks)):
         ax.axvline(i + 1, color="grey", lw=0.3)
     ax.set_xlabel("stage (0 = zero-shot)")
     ax.set_ylabel("score")
-    ax.legend(fontsize=7, ncol=2)
     if title:
         ax.set_title(title)
     return fig
@@ -202,13 +262,8 @@ def correlation_heatmap(corr: pd.DataFrame, ax=None, title: str | None = None,
                         label: str = "Spearman rank correlation"):
     """An annotated square correlation matrix in [-1, 1] (e.g. tasks x tasks)."""
     fig, ax = _ax(ax, figsize=(1.5 + 0.5 * len(corr), 1.0 + 0.45 * len(corr)))
-    data = corr.to_numpy(dtype=float)
-    im = ax.imshow(data, cmap="RdBu_r", vmin=-1, vmax=1)
-    for (r, c), v in np.ndenumerate(data):
-        ax.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=6)
-    ax.set_xticks(range(len(corr.columns)), corr.columns, rotation=45, ha="right")
-    ax.set_yticks(range(len(corr.index)), corr.index)
-    fig.colorbar(im, ax=ax, fraction=0.04, label=label)
+    _heatmap(ax, corr.to_numpy(dtype=float), corr.columns, corr.index, cmap="RdBu_r", vmin=-1,
+             vmax=1, fmt=".1f", label=label, square=True)
     if title:
         ax.set_title(title)
     return fig
@@ -253,17 +308,11 @@ def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
         d = allocation[allocation["tower"] == tower]
         m = (d.groupby(["task", "layer"]).size().unstack(fill_value=0)
              .reindex(index=list(tasks), columns=range(n_layers[tower]), fill_value=0))
-        data = m.to_numpy(dtype=float)
-        im = a.imshow(data, cmap="Greens", aspect="auto", vmin=0, vmax=per_layer)
-        for (r, c), v in np.ndenumerate(data):
-            if v:
-                a.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                       color="white" if v > per_layer / 2 else "black")
-        a.set_xticks(range(m.shape[1]), [str(c) for c in m.columns])
-        a.set_yticks(range(len(tasks)), tasks)
+        _heatmap(a, m.to_numpy(dtype=float), m.columns, tasks, cmap="Greens", vmin=0,
+                 vmax=per_layer, fmt=".0f", skip_zero=True, label="modules with an expert",
+                 rotate_x=False)
         a.set_xlabel(f"{tower} layer (0 = input side)")
         a.set_title(f"{'vision encoder' if tower == 'vision' else 'LLM'}: {len(d)} experts")
-        fig.colorbar(im, ax=a, fraction=0.04, label="modules with an expert")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -274,17 +323,11 @@ def routing_confusion(confusion: pd.DataFrame, ax=None, title: str | None = None
     """Evaluation set x routed task as row shares (e.g. :func:`dmole_lab.analysis.usage.confusion`
     with ``normalise=True``); the diagonal is the router's accuracy per set."""
     fig, ax = _ax(ax, figsize=(1.5 + 0.55 * confusion.shape[1], 1.0 + 0.45 * len(confusion)))
-    data = confusion.to_numpy(dtype=float)
-    im = ax.imshow(data, cmap="Purples", vmin=0, vmax=1, aspect="auto")
-    for (r, c), v in np.ndenumerate(data):
-        if v:
-            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if v > 0.5 else "black")
-    ax.set_xticks(range(confusion.shape[1]), confusion.columns, rotation=45, ha="right")
-    ax.set_yticks(range(len(confusion)), confusion.index)
+    _heatmap(ax, confusion.to_numpy(dtype=float), confusion.columns, confusion.index,
+             cmap="Purples", vmin=0, vmax=1, fmt=".2f", skip_zero=True,
+             label="share of the set's samples")
     ax.set_xlabel("routed task (top vote)")
     ax.set_ylabel("evaluation set")
-    fig.colorbar(im, ax=ax, fraction=0.04, label="share of the set's samples")
     if title:
         ax.set_title(title)
     return fig
@@ -355,18 +398,12 @@ def task_curves_by_method(scores: pd.DataFrame, task: str, tasks: list[str],
     if task not in tasks:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(tasks)}")
     fig, ax = _ax(ax, figsize=(7, 4))
-    stats = _seed_mean(scores[scores["eval_task"] == task])
-    for v in variants or list(dict.fromkeys(stats["variant"])):
-        d = stats[stats["variant"] == v].sort_values("stage")
-        line, = ax.plot(d["stage"], d["mean"], marker="o", ms=3, label=v)
-        sd = d["std"].fillna(0.0)
-        ax.fill_between(d["stage"], d["mean"] - sd, d["mean"] + sd, color=line.get_color(),
-                        alpha=0.15, lw=0)
+    d = scores[scores["eval_task"] == task]
+    _seed_band(ax, d, "variant", list(variants or dict.fromkeys(d["variant"])))
     ax.axvline(tasks.index(task) + 1, color="grey", ls=":", lw=1)
     ax.set_xticks(range(len(tasks) + 1))
     ax.set_xlabel("stage (0 = zero-shot)")
     ax.set_ylabel(f"score on {task}")
-    ax.legend(fontsize=7, ncol=2)
     ax.set_title(title or f"{task}: score across the stream (mean +- std over seeds)")
     return fig
 
