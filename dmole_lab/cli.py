@@ -1,8 +1,9 @@
 """Command line: ``dmole-lab {pretrain,run,probe,report,config}`` (also ``python -m dmole_lab``).
 
 Every command takes ``--preset NAME`` (a file in ``configs/``) and strict dotted overrides such
-as ``--train.lr=1e-4``; an unknown key or a value of the wrong type stops with a message that
-names the key and what is allowed.
+as ``--train.lr=1e-4``; an unknown key, a value of the wrong type or out of range stops with a
+one-line message that names the key and what is allowed (exit status 2), before anything is
+loaded or written.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from dmole_lab.config import (
     ConfigError,
+    allowed_values,
     build_config,
     describe,
     list_presets,
@@ -23,8 +25,10 @@ from dmole_lab.config import (
 
 
 def _parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: a config override such as --method=x or --seed=1 must not be taken
+    # for an abbreviation of --methods or --seeds
     p = argparse.ArgumentParser(
-        prog="dmole-lab",
+        prog="dmole-lab", allow_abbrev=False,
         description="Continual multimodal instruction tuning lab (D-MoLE and peers).",
         epilog="Overrides: any config key as --section.key=value; "
                "`dmole-lab config --keys` lists them.",
@@ -38,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         ("report", "print and plot the score matrix and metrics of a finished run"),
         ("config", "print the resolved config (or --keys: every key with its help)"),
     ]:
-        sp = sub.add_parser(name, help=help_)
+        sp = sub.add_parser(name, help=help_, allow_abbrev=False)
         sp.add_argument("--preset", default=None,
                         help=f"preset name or YAML path; shipped: {', '.join(list_presets())}")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -86,7 +90,7 @@ def _cmd_pretrain(cfg, args) -> int:
 def _cmd_run(cfg, args) -> int:
     from dataclasses import replace
 
-    from dmole_lab.engine.continual import run
+    from dmole_lab.engine.continual import check_run, run
     from dmole_lab.methods import check_method
 
     if not args.methods:
@@ -101,6 +105,8 @@ def _cmd_run(cfg, args) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     cfgs = [replace(cfg, method=m) for m in methods]
+    for c in cfgs:  # every run's cheap checks before the first one writes anything
+        check_run(c)
     if args.jobs > 1:
         from dmole_lab.engine.parallel import run_parallel
 
@@ -259,7 +265,7 @@ def _cmd_config(cfg, args) -> int:
 
     if args.keys:
         for key, tp, default, help_ in describe():
-            print(f"{key:28s} {tp:16s} {default!s:24.24s} {help_}")
+            print(f"{key:28s} {tp:16s} {default!s:24.24s} {help_} [{allowed_values(key)}]")
     else:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return 0
@@ -271,15 +277,21 @@ COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "probe": _cmd_probe,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for bad input, with a one-line reason)."""
+    """Entry point; returns the exit status.
+
+    Bad input (a config key, type or value, a method, a model folder, a run folder that another
+    process holds) exits 2 with a one-line reason and no traceback; the config is checked in
+    full before anything is loaded or written."""
     from dmole_lab.models.loading import ModelLoadError
+    from dmole_lab.store import RunFolderError
 
     args, rest = _parser().parse_known_args(argv)
     try:
         cfg = build_config(args.preset, parse_cli_overrides(rest))
         return COMMANDS[args.command](cfg, args)
-    except (ConfigError, ModelLoadError, ValueError, FileNotFoundError) as e:
-        print(f"dmole-lab {args.command}: error: {e}", file=sys.stderr)
+    except (ConfigError, ModelLoadError, RunFolderError, ValueError, FileNotFoundError) as e:
+        reason = " ".join(str(e).split())  # one line, whatever the message
+        print(f"dmole-lab {args.command}: error: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are saved; run the same command to resume",

@@ -2,15 +2,19 @@
 
 A preset (``configs/<name>.yaml``) and command-line overrides (``--train.lr=1e-4``) are both
 applied through :func:`apply_overrides`, which refuses unknown keys and values of the wrong
-type instead of silently ignoring them.
+type instead of silently ignoring them, and then checks every key against its rule
+(:data:`RULES`: ranges, choices, and the rules that tie keys together), so that a bad setting
+fails with a one-line :class:`ConfigError` before a model is loaded or a folder written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,13 +62,35 @@ ROUNDING = {
     "half_even": "Python's round, so 2.5 -> 2",
 }
 
+#: Facts that live in higher layers, restated here so that a config is checked in full before
+#: anything heavy is imported (this module stays torch-free). tests/test_validation.py asserts
+#: that each equals its registry, so they cannot drift apart.
+#: The continual methods (dmole_lab.methods.METHODS).
+METHOD_NAMES = ("seq-ft", "seq-lora", "multitask", "lwf", "ewc", "o-lora", "moelora", "mole",
+                "mola", "dmole", "branchlora")
+#: The stream's tasks (dmole_lab.data.tasks.TASKS) and held-out general sets (GENERAL_SETS).
+TASK_NAMES = ("caption", "grounding", "textcap", "count_mc", "ocr", "relation_cap", "color_vqa",
+              "arith_vqa", "color_mc")
+GENERAL_SET_NAMES = ("general", "pope")
+#: Sensitivity proxies (dmole_lab.probes.sensitivity.PROXIES).
+PROXY_NAMES = ("grad_norm", "grad_norm_per_param", "snip", "fisher")
+#: Weight dtypes a model loads in (dmole_lab.models.loading.DTYPES).
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+#: Module selections of lora.modules (dmole_lab.models.anatomy.Anatomy.select).
+MODULE_SELECTIONS = ("all", "candidates")
+#: What a BranchLoRA router reads (dmole_lab.methods.branchlora.ROUTER_INPUTS).
+BRANCH_ROUTER_INPUTS = ("summary", "first")
+#: Largest seed: NumPy seeds with ``seed % 2**32``, so larger seeds would repeat smaller ones.
+SEED_MAX = 2**32 - 1
+
 #: Metadata of a key added after runs were shipped: at its default it stays out of the config
 #: hash, so existing run folders keep their names (and a resumed sweep finds them).
 LATER = {"hash_default": False}
 
 
 class ConfigError(ValueError):
-    """A preset or override names an unknown key or gives a value of the wrong type."""
+    """A preset or override names an unknown key, or gives a value of the wrong type or one
+    its key does not allow."""
 
 
 def _help(text: str) -> dict:
@@ -209,18 +235,6 @@ class DMoleConfig:
         "inference routing: batch (released code) or sample"))
     rounding: str = field(default="half_up", metadata={**LATER, **_help(
         "counts B and B rho_V: half_up (released code, int(x + 0.5)) or half_even (round)")})
-
-    def __post_init__(self):
-        for key, allowed in (("curriculum", CURRICULA), ("towers", TOWER_CHOICES),
-                             ("allocator", ALLOCATORS), ("routing", ROUTING_MODES),
-                             ("router_output_bias", OUTPUT_BIAS), ("rounding", ROUNDING)):
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"dmole.{key} {getattr(self, key)!r} is not one of "
-                                  f"{', '.join(allowed)}")
-        for key, lo, hi in (("budget", 0.0, 1.0), ("vision_floor", 0.0, 1.0),
-                            ("router_quantile", 0.0, 1.0), ("router_support", 0.0, 1.0)):
-            if not lo <= getattr(self, key) <= hi:
-                raise ConfigError(f"dmole.{key} must be in [{lo}, {hi}], got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -430,11 +444,311 @@ def _set(cfg: Any, parts: list[str], value: Any, full_key: str) -> Any:
     return replace(cfg, **{head: _coerce(full_key, value, tp)})
 
 
-def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """Return ``cfg`` with dotted ``overrides`` applied; raise ConfigError on any bad key/type."""
+def _apply(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """``cfg`` with dotted ``overrides`` applied (keys and types checked, ranges not yet)."""
     for key, value in overrides.items():
         cfg = _set(cfg, key.split("."), value, key)
     return cfg
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """Return ``cfg`` with dotted ``overrides`` applied; raise ConfigError on any bad key, type
+    or value. A whole :class:`RunConfig` is checked once all overrides are in
+    (:func:`check_config`), so overrides may move related keys together in any order."""
+    cfg = _apply(cfg, overrides)
+    if isinstance(cfg, RunConfig):
+        check_config(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- validation
+#
+# Every key has a rule: the range or the choices the code that reads it can work with. The
+# modules that read a key keep their own checks (defence in depth for configs built in code);
+# tests/test_validation.py holds the two in agreement. A rule's ``allowed`` text is what the
+# one-line error message and ``dmole-lab config --keys`` show.
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one key may hold: ``ok(value)`` decides, ``allowed`` says it in words."""
+
+    allowed: str
+    ok: Callable[[Any], bool]
+    #: choice rules report as "KEY 'value' is not one of a, b" (the existing message form)
+    choices: tuple[str, ...] = ()
+    #: (key, value) -> message, for rules that say more precisely what is wrong
+    explain: Callable[[str, Any], str] | None = None
+
+    def problem(self, key: str, value: Any) -> str | None:
+        """The one-line error message for ``value`` at ``key``, or None if it is allowed."""
+        if self.ok(value):
+            return None
+        if self.explain is not None:
+            return self.explain(key, value)
+        if self.choices:
+            return f"{key} {value!r} is not one of {', '.join(self.choices)}"
+        return f"{key} must be {self.allowed}, got {_show(value)}"
+
+
+def _show(value: Any) -> str:
+    """A value as the user typed it: tuples as comma lists, strings quoted."""
+    if isinstance(value, tuple):
+        return repr(",".join(map(str, value)))
+    return repr(value)
+
+
+def _int(lo: int, hi: int | None = None, note: str = "") -> Rule:
+    text = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
+    return Rule(text + note, lambda v: v >= lo and (hi is None or v <= hi))
+
+
+def _num(lo: float, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
+         note: str = "") -> Rule:
+    """A finite number above ``lo`` (and up to ``hi``), each bound open or closed."""
+    if hi is None:
+        text = f"a number {'>' if lo_open else '>='} {lo:g}"
+    else:
+        text = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def ok(v: float) -> bool:
+        return (math.isfinite(v) and (v > lo if lo_open else v >= lo)
+                and (hi is None or (v < hi if hi_open else v <= hi)))
+
+    return Rule(text + note, ok)
+
+
+def _choice(values) -> Rule:
+    values = tuple(values)
+    return Rule(f"one of {', '.join(values)}", lambda v: v in values, choices=values)
+
+
+def _names(values, noun: str, nouns: str, empty_ok: bool) -> Rule:
+    """A comma list of distinct names from ``values`` (at least one unless ``empty_ok``);
+    ``noun`` names unknown items ("task(s)"), ``nouns`` the allowed ones ("tasks")."""
+    values = tuple(values)
+    allowed = ", ".join(values)
+    text = f"a comma list of distinct {nouns} from {allowed}" + (
+        " (may be empty)" if empty_ok else " (at least one)")
+
+    def explain(key: str, v: tuple) -> str:
+        unknown = [x for x in v if x not in values]
+        if unknown:
+            return (f"{key} names unknown {noun} {', '.join(map(repr, unknown))}; "
+                    f"allowed: {allowed}")
+        if not v:
+            return f"{key} is empty; allowed: at least one of {allowed}"
+        dupes = sorted({x for x in v if v.count(x) > 1})
+        return f"{key} repeats {', '.join(dupes)}; allowed: each name at most once"
+
+    return Rule(text, lambda v: (empty_ok or len(v) > 0) and all(x in values for x in v)
+                and len(set(v)) == len(v), explain=explain)
+
+
+def _ints(lo: int, note: str = "") -> Rule:
+    return Rule(f"a comma list of integers >= {lo}{note}", lambda v: all(x >= lo for x in v))
+
+
+def _is_device(v: str) -> bool:
+    head, sep, index = v.partition(":")
+    if not sep:
+        return v in ("auto", "cpu", "cuda")
+    return head == "cuda" and index.isdigit()
+
+
+_PATH = Rule("a non-empty path", lambda v: bool(v.strip()))
+_SEED = _int(0, SEED_MAX)
+_COUNT = _int(1)
+_SHARE = _num(0.0, 1.0)
+_DROPOUT = _num(0.0, 1.0, hi_open=True)
+_POSITIVE = _num(0.0, lo_open=True)
+_WEIGHT = _num(0.0)
+
+
+def _mixture_rules(section: str) -> dict[str, Rule]:
+    """The per-key rules of a MixtureConfig section (dmole_lab.methods.mixture.check_mixture)."""
+    return {
+        f"{section}.experts": _COUNT,
+        f"{section}.r": _COUNT,
+        f"{section}.alpha": _POSITIVE,
+        f"{section}.dropout": _DROPOUT,
+        f"{section}.top_k": _int(0, note=" (0 = dense softmax)"),
+        f"{section}.balance": _num(0.0, note=" (0 = no load-balancing loss)"),
+        f"{section}.layer_experts": _ints(1, " (empty = experts everywhere)"),
+    }
+
+
+#: The rule of every key (tests/test_validation.py asserts that no key lacks one).
+RULES: dict[str, Rule] = {
+    "method": Rule(f"one of {', '.join(sorted(METHOD_NAMES))}", lambda v: v in METHOD_NAMES,
+                   explain=lambda key, v: f"unknown method {v!r}; allowed: "
+                                          f"{', '.join(sorted(METHOD_NAMES))}"),
+    "seed": _SEED,
+    "runs_dir": _PATH,
+    "model.path": _PATH,
+    "model.dtype": _choice(DTYPE_NAMES),
+    "model.device": Rule("auto, cpu, cuda or cuda:N (N = 0, 1, ...)", _is_device),
+    "stream.tasks": _names(TASK_NAMES, "task(s)", "tasks", empty_ok=False),
+    "stream.n_train": _COUNT,
+    "stream.n_test": _COUNT,
+    "stream.n_general": _COUNT,
+    "stream.general": _names(GENERAL_SET_NAMES, "set(s)", "sets", empty_ok=True),
+    "stream.seed": _SEED,
+    "train.lr": _POSITIVE,
+    "train.epochs": _COUNT,
+    "train.batch_size": _COUNT,
+    "train.warmup_ratio": _SHARE,
+    "train.weight_decay": _WEIGHT,
+    "train.max_grad_norm": _num(0.0, note=" (0 = no clipping)"),
+    "train.max_steps": _int(0, note=" (0 = no cap)"),
+    "lora.r": _COUNT,
+    "lora.alpha": _POSITIVE,
+    "lora.dropout": _DROPOUT,
+    "lora.modules": _choice(MODULE_SELECTIONS),
+    "eval.batch_size": _COUNT,
+    "eval.max_new_tokens": _COUNT,
+    "eval.cider_scale": _POSITIVE,
+    "eval.general": Rule("true or false", lambda v: True),
+    "probe.proxies": _names(PROXY_NAMES, "proxy", "proxies", empty_ok=False),
+    "probe.batches": _int(0, note=" (0 = from probe.share)"),
+    "probe.share": _SHARE,
+    "probe.sweep": _ints(1),
+    "probe.batch_size": _int(0, note=" (0 = train.batch_size)"),
+    "probe.record_training": Rule("true or false", lambda v: True),
+    "probe.record_every": _COUNT,
+    "dmole.r": _COUNT,
+    "dmole.alpha": _POSITIVE,
+    "dmole.dropout": _DROPOUT,
+    "dmole.budget": _num(0.0, 1.0, lo_open=True),
+    "dmole.vision_floor": _SHARE,
+    "dmole.curriculum": _choice(CURRICULA),
+    "dmole.towers": _choice(TOWER_CHOICES),
+    "dmole.allocator": _choice(ALLOCATORS),
+    "dmole.proxy": _choice(PROXY_NAMES),
+    "dmole.router_hidden": _COUNT,
+    "dmole.router_quantile": _num(0.0, 1.0, lo_open=True),
+    "dmole.router_support": _SHARE,
+    "dmole.router_epochs": _COUNT,
+    "dmole.router_batch_size": _int(0, note=" (0 = full batch)"),
+    "dmole.router_lr": _POSITIVE,
+    "dmole.router_output_bias": _choice(OUTPUT_BIAS),
+    "dmole.routing": _choice(ROUTING_MODES),
+    "dmole.rounding": _choice(ROUNDING),
+    "lwf.weight": _WEIGHT,
+    "lwf.temperature": _POSITIVE,
+    "ewc.weight": _WEIGHT,
+    "ewc.decay": _SHARE,
+    "ewc.fisher_batches": _COUNT,
+    "olora.orth": _WEIGHT,
+    "olora.l2": _WEIGHT,
+    **_mixture_rules("moelora"),
+    **_mixture_rules("mole"),
+    **_mixture_rules("mola"),
+    "branch.branches": _COUNT,
+    "branch.top_k": _COUNT,
+    "branch.r": _COUNT,
+    "branch.alpha": _POSITIVE,
+    "branch.dropout": _DROPOUT,
+    "branch.freeze": _int(0),
+    "branch.train_trunk": Rule("true or false", lambda v: True),
+    "branch.router_input": _choice(BRANCH_ROUTER_INPUTS),
+    "pretrain.vision_steps": _COUNT,
+    "pretrain.vision_lr": _POSITIVE,
+    "pretrain.vision_batch_size": _COUNT,
+    "pretrain.steps": _COUNT,
+    "pretrain.batch_size": _COUNT,
+    "pretrain.lr": _POSITIVE,
+    # the base mix needs one object listing and one existence question at least
+    "pretrain.n_samples": _int(2),
+    "pretrain.out": _PATH,
+}
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _field_types(cfg_cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> annotated type of every leaf field."""
+    out = {}
+    hints = _resolve_types(cfg_cls)
+    for f in fields(cfg_cls):
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            out.update(_field_types(tp, prefix + f.name + "."))
+        else:
+            out[prefix + f.name] = tp
+    return out
+
+
+def _type_problem(key: str, value: Any, tp: Any) -> str | None:
+    """A message if ``value`` is not of type ``tp`` (configs built in code skip the coercion)."""
+    if typing.get_origin(tp) is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, tuple):
+            return f"{key} expects a comma-separated list, got {value!r}"
+        bad = [v for v in value if _type_problem(key, v, item_tp)]
+        return _type_problem(key, bad[0], item_tp) if bad else None
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, tp)
+    return None if ok else f"{key} expects {_type_name(tp)}, got {value!r}"
+
+
+def _cross_problems(cfg: RunConfig) -> list[str]:
+    """Rules that tie keys together (after every key passed its own rule)."""
+    out = []
+    for section in ("moelora", "mole", "mola"):
+        m: MixtureConfig = getattr(cfg, section)
+        if m.layer_experts:
+            low = max(1, m.top_k)
+            if any(e < low for e in m.layer_experts):
+                out.append(f"{section}.layer_experts must list integers >= max(1, "
+                           f"{section}.top_k) = {low}, got {_show(m.layer_experts)}")
+        elif m.top_k > m.experts:
+            out.append(f"{section}.top_k must be an integer in 0..{section}.experts "
+                       f"(= {m.experts}; 0 = dense softmax), got {m.top_k}")
+    b = cfg.branch
+    if b.top_k > b.branches:
+        out.append(f"branch.top_k must be an integer in 1..branch.branches (= {b.branches}), "
+                   f"got {b.top_k}")
+    if b.freeze > b.branches:
+        out.append(f"branch.freeze must be an integer in 0..branch.branches (= {b.branches}), "
+                   f"got {b.freeze}")
+    return out
+
+
+def config_problems(cfg: RunConfig) -> list[str]:
+    """Every problem of ``cfg`` as a one-line message (empty when it is valid): types, each
+    key's rule (:data:`RULES`), then the rules that tie keys together."""
+    out = []
+    for key, tp in _field_types().items():
+        value = _get(cfg, key)
+        problem = _type_problem(key, value, tp) or RULES[key].problem(key, value)
+        if problem:
+            out.append(problem)
+    return out + ([] if out else _cross_problems(cfg))
+
+
+def check_config(cfg: RunConfig) -> RunConfig:
+    """Raise ConfigError with the first problem of ``cfg`` (see :func:`config_problems`);
+    return ``cfg`` unchanged when every key holds an allowed value."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(problems[0])
+    return cfg
+
+
+def allowed_values(key: str) -> str:
+    """What ``key`` may hold, in words (e.g. "an integer >= 1")."""
+    if key not in RULES:
+        raise ConfigError(f"unknown config key {key!r}")
+    return RULES[key].allowed
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -490,11 +804,12 @@ def parse_cli_overrides(args: list[str]) -> dict[str, str]:
 
 
 def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """The RunConfig of a preset plus overrides (either may be omitted)."""
+    """The RunConfig of a preset plus overrides (either may be omitted), checked in full:
+    a bad key, type or value raises ConfigError before anything is loaded or written."""
     cfg = RunConfig()
     if preset:
-        cfg = apply_overrides(cfg, load_preset(preset))
-    return apply_overrides(cfg, overrides or {})
+        cfg = _apply(cfg, load_preset(preset))
+    return apply_overrides(cfg, overrides or {})  # checks the result as a whole
 
 
 def resolve_path(path: str) -> Path:
@@ -529,5 +844,7 @@ __all__ = [
     "EvalConfig", "ProbeConfig", "PretrainConfig", "LwfConfig", "EwcConfig", "OLoraConfig",
     "MixtureConfig", "BranchConfig", "apply_overrides", "build_config", "load_preset",
     "parse_cli_overrides", "config_hash", "to_dict", "allowed_keys", "resolve_path",
-    "list_presets", "describe", "DEFAULT_TASKS",
+    "list_presets", "describe", "DEFAULT_TASKS", "check_config", "config_problems",
+    "allowed_values", "RULES", "Rule", "METHOD_NAMES", "TASK_NAMES", "GENERAL_SET_NAMES",
+    "PROXY_NAMES", "DTYPE_NAMES", "MODULE_SELECTIONS", "BRANCH_ROUTER_INPUTS",
 ]

@@ -11,8 +11,12 @@ Layout::
         stages/<t>/state.safetensors    what the method needs to rebuild the model
         tables/*.parquet, figures/*.png  summaries written when the run completes
 
-Every file is written to a temporary name and renamed into place, so an interrupted write never
-leaves a half file; a stage counts as done only once the manifest says so.
+Every file is written to a temporary name (``.<name>.<random>.tmp``) and renamed into place, so
+an interrupted write never leaves a half file under a real name; a stage counts as done only
+once the manifest says so, and the manifest is written last. A process that works in a run
+folder holds an OS lock on its ``.lock`` file (:meth:`RunStore.locked`): a second process on the
+same folder is refused, and a killed holder releases it with its last file descriptor. The
+holder removes the temporary files an earlier, killed process left behind.
 """
 
 from __future__ import annotations
@@ -21,8 +25,13 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
+import socket
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,6 +39,11 @@ from typing import Any
 import pandas as pd
 
 from dmole_lab.config import PROJECT_ROOT, RunConfig, config_hash, to_dict
+
+try:  # POSIX; elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 DEFAULT_EXCLUDE = ("runs_dir", "pretrain")
 #: Config sections read by one method only: they name that method's runs and no other's.
@@ -44,6 +58,17 @@ def run_exclude(cfg: RunConfig) -> tuple[str, ...]:
 
 
 VERSIONED = ("dmole_lab", "torch", "transformers", "peft", "accelerate", "numpy", "pandas")
+#: The lock file inside a run folder (its content: holder pid, host and start time).
+LOCK_NAME = ".lock"
+
+
+class RunFolderError(RuntimeError):
+    """A run folder cannot be used: another process holds it, or it belongs to another config."""
+
+
+def is_temp_file(path: Path) -> bool:
+    """True for a temporary file of :func:`_atomic_write` (``.<name>.<random>.tmp``)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -127,17 +152,27 @@ class RunStore:
 
         ``kind`` names runs that are not a method's continual run (``"probe"``); ``exclude``
         lists the config sections that do not affect such a run, so they stay out of its hash.
+        The runners call :meth:`start` instead, inside :meth:`locked`.
         """
         exclude = run_exclude(cfg) if exclude is None else exclude
         store = cls(Path(runs_dir) / cls.run_name(cfg, kind, exclude))
+        return store.start(cfg, kind, exclude)
+
+    def start(self, cfg: RunConfig, kind: str | None = None,
+              exclude: tuple[str, ...] | None = None) -> "RunStore":
+        """Write the manifest of ``cfg`` if this folder has none (the run starts), else check
+        that the folder belongs to ``cfg`` (the run resumes); returns this store."""
+        exclude = run_exclude(cfg) if exclude is None else exclude
         digest = config_hash(cfg, exclude)
-        if store.manifest_path.exists():
-            manifest = store.manifest()
+        if self.manifest_path.exists():
+            manifest = self.manifest()
             if manifest["config_hash"] != digest:
-                raise RuntimeError(f"{store.root} belongs to another config; remove it or rename")
+                raise RunFolderError(f"run folder {self.root} belongs to another config "
+                                     f"(hash {manifest['config_hash']}, not {digest}); "
+                                     "remove or rename it")
         else:
-            write_json(store.manifest_path, {
-                "name": store.root.name,
+            write_json(self.manifest_path, {
+                "name": self.root.name,
                 "kind": kind or "continual",
                 "config": to_dict(cfg),
                 "config_hash": digest,
@@ -150,10 +185,81 @@ class RunStore:
                 "stages": {},
                 "status": "running",
             })
-        return store
+        return self
+
+    # ------------------------------------------------------------------------- locking
+    @property
+    def lock_path(self) -> Path:
+        """The lock file a working process holds (``.lock`` in the run folder)."""
+        return self.root / LOCK_NAME
+
+    def lock_holder(self) -> str:
+        """What the lock file says about its holder ("pid 123 on host since ..."), or "".
+
+        A holder writes this right after it takes the lock, so a reader may briefly see it
+        empty; the reader retries for a moment."""
+        for _ in range(50):
+            try:
+                text = self.lock_path.read_text().strip()
+            except OSError:
+                text = ""
+            if text:
+                return text
+            time.sleep(0.01)
+        return ""
+
+    @contextmanager
+    def locked(self) -> Iterator["RunStore"]:
+        """Hold this run folder for the ``with`` block (an OS lock, ``fcntl.flock``).
+
+        Creates the folder if needed. Raises :class:`RunFolderError` naming the folder and the
+        holder's pid if another process holds it. The lock is released when the block ends or
+        when the process dies, kill -9 included (the kernel drops it with the file descriptor).
+        Once held, temporary files a killed writer left behind are removed. If the block fails
+        before the run wrote its manifest, the folders this call created are removed again, so
+        a run that never started leaves nothing behind."""
+        created = self.root
+        while not created.parent.exists():
+            created = created.parent
+        created = None if self.root.exists() else created
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = self.lock_holder() or "pid unknown"
+                    raise RunFolderError(
+                        f"run folder {self.root} is in use by another process ({holder}); "
+                        "wait for it to finish (or stop it), then run the same command again "
+                        "to resume") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                         f"{_dt.datetime.now().isoformat(timespec='seconds')}\n".encode())
+            self.remove_temp_files()
+            try:
+                yield self
+            except BaseException:
+                if created is not None and not self.manifest_path.exists():
+                    shutil.rmtree(created, ignore_errors=True)
+                raise
+        finally:
+            os.close(fd)  # releases the lock
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete the temporary files of interrupted writes (call only while holding the lock:
+        another writer's file in flight would look the same); returns what was removed."""
+        removed = []
+        for path in sorted(self.root.rglob(".*.tmp")):
+            if path.is_file() and is_temp_file(path):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     @property
     def manifest_path(self) -> Path:
+        """The run's ``manifest.json``."""
         return self.root / "manifest.json"
 
     def manifest(self) -> dict:
@@ -170,6 +276,7 @@ class RunStore:
 
     # -------------------------------------------------------------------------- stages
     def stage_dir(self, stage: int) -> Path:
+        """The folder of one stage's files."""
         return self.root / "stages" / f"{stage:02d}"
 
     def stage_done(self, stage: int) -> bool:

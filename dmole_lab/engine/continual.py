@@ -4,6 +4,11 @@ Stage 0 evaluates the untouched model (the zero-shot row); stage t trains task t
 every task and the general set, filling row t of the score matrix a[t, i]. Each finished stage
 is stored; a re-run with the same config skips finished stages (replaying their saved state)
 and continues where it stopped.
+
+Order of a run: every check that needs no weights first (:func:`check_run`: config, method,
+tasks, model folder, dtype and device), so bad input fails before anything is loaded or
+written; then the run folder is locked (a second process on the same run is refused); the
+model, stream and method are set up; only then is the manifest written and the run starts.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ import time
 from tqdm.auto import tqdm
 
 from dmole_lab.analysis.summaries import write_tables
-from dmole_lab.config import RunConfig, resolve_path
+from dmole_lab.config import RunConfig, check_config, resolve_path
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream, validate_tasks
 from dmole_lab.methods import check_method, make_method
 from dmole_lab.models.anatomy import anatomy_of
-from dmole_lab.models.loading import load_model
+from dmole_lab.models.loading import check_model_folder, load_model, resolve_device
 from dmole_lab.probes.recorders import TowerDynamics
 from dmole_lab.seeding import seed_everything, stage_seed
 from dmole_lab.store import RunStore
@@ -26,20 +31,45 @@ from dmole_lab.training.evaluation import evaluate
 from dmole_lab.training.stage import train_stage
 
 
-def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStore:
-    """Run ``cfg`` to completion (resuming if its folder exists); returns the run store."""
-    # Cheap checks first, so bad input fails before the model loads.
+def check_run(cfg: RunConfig) -> None:
+    """Every check of a run that needs no model weights, so bad input fails before anything is
+    loaded or written: the whole config (ConfigError), the method and the stream order
+    (ValueError), the model folder and its architecture (ModelLoadError), dtype and device."""
+    check_config(cfg)
     validate_tasks(cfg.stream.tasks)
     check_method(cfg.method)
+    check_model_folder(resolve_path(cfg.model.path))
+    resolve_device(cfg.model.device)
+
+
+def run_store(cfg: RunConfig) -> RunStore:
+    """The run folder of ``cfg`` (it may not exist yet)."""
+    return RunStore(resolve_path(cfg.runs_dir) / RunStore.run_name(cfg))
+
+
+def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStore:
+    """Run ``cfg`` to completion (resuming if its folder exists); returns the run store.
+
+    Raises before writing anything if ``cfg`` is unusable (:func:`check_run`), and
+    :class:`dmole_lab.store.RunFolderError` if another process is running the same run."""
+    check_run(cfg)
+    store = run_store(cfg)
+    with store.locked():
+        _run(cfg, store, progress, callbacks)
+    return store
+
+
+def _run(cfg: RunConfig, store: RunStore, progress: bool, callbacks: tuple) -> None:
+    """The body of :func:`run`, with the run folder locked."""
     model, processor = load_model(cfg.model)
-    store = RunStore.for_config(cfg, resolve_path(cfg.runs_dir))
     seed_everything(cfg.seed)
     stream = build_stream(cfg.stream, progress=progress)
     anatomy = anatomy_of(model)
     method = make_method(cfg, anatomy)
-    method.artifacts = store.root
     wanted = stream.eval_sets() if cfg.eval.general else stream.test
     eval_sets = {name: encode(processor, samples) for name, samples in wanted.items()}
+    store.start(cfg)  # the manifest: from here on the run exists
+    method.artifacts = store.root
 
     def finish(stage: int, state=None, log=None, extra_info=None, extra_tables=None) -> None:
         scores, preds = evaluate(
@@ -89,4 +119,3 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
                extra)
     write_tables(store)  # the run's results as tables; figures are drawn by viz.report
     store.update_manifest(status="complete")
-    return store

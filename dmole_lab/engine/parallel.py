@@ -51,14 +51,19 @@ def run_parallel(cfgs: list[RunConfig], jobs: int, progress: bool = True,
                  threads: int = 0, poll_seconds: float = 1.0) -> list[RunStore]:
     """Run every config of ``cfgs`` in ``jobs`` worker processes; their stores, in order.
 
-    ``threads`` torch threads per worker (0: :func:`threads_per_job`). Workers start with
-    ``spawn`` (a forked torch runtime can deadlock in its thread pools). The first failing run
-    raises its error here once the others have finished.
+    ``threads`` torch threads per worker (0: :func:`threads_per_job`). Every config is checked
+    (:func:`dmole_lab.engine.continual.check_run`) before the first worker starts. Workers start
+    with ``spawn`` (a forked torch runtime can deadlock in its thread pools). The first failing
+    run raises its error here once the others have finished.
     """
+    from .continual import check_run
+
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if threads < 0:
         raise ValueError(f"threads must be >= 0, got {threads}")
+    for cfg in cfgs:  # every run's cheap checks before the first worker starts
+        check_run(cfg)
     jobs = min(jobs, len(cfgs))
     threads = threads or threads_per_job(jobs)
     total = sum(len(c.stream.tasks) + 1 for c in cfgs)

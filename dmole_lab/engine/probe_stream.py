@@ -13,11 +13,11 @@ import time
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dmole_lab.config import RunConfig, resolve_path
+from dmole_lab.config import RunConfig, check_config, resolve_path
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream, validate_tasks
 from dmole_lab.models.anatomy import anatomy_of
-from dmole_lab.models.loading import load_model
+from dmole_lab.models.loading import check_model_folder, load_model, resolve_device
 from dmole_lab.probes.sensitivity import check_proxies, probe_batches, sensitivity
 from dmole_lab.seeding import seed_everything, stage_seed
 from dmole_lab.store import RunStore
@@ -38,21 +38,41 @@ def probe_plan(cfg: RunConfig) -> tuple[int, int, list[int]]:
 
 
 def probe_store(cfg: RunConfig) -> RunStore:
-    """The run folder that holds (or will hold) the probe of ``cfg``."""
+    """The run folder that holds (or will hold) the probe of ``cfg`` (opened: manifest written
+    if new)."""
     return RunStore.for_config(cfg, resolve_path(cfg.runs_dir), kind="probe",
                                exclude=PROBE_EXCLUDE)
 
 
-def probe_stream(cfg: RunConfig, progress: bool = True) -> RunStore:
-    """Sensitivity of every task of ``cfg.stream`` with every proxy of ``cfg.probe``."""
+def check_probe(cfg: RunConfig) -> tuple[int, int, list[int]]:
+    """Every check of a probe that needs no weights (config, tasks, proxies, batch plan, model
+    folder, device); returns :func:`probe_plan`. Bad input fails here, before any write."""
+    check_config(cfg)
     validate_tasks(cfg.stream.tasks)
     check_proxies(cfg.probe.proxies)
+    plan = probe_plan(cfg)
+    check_model_folder(resolve_path(cfg.model.path))
+    resolve_device(cfg.model.device)
+    return plan
+
+
+def probe_stream(cfg: RunConfig, progress: bool = True) -> RunStore:
+    """Sensitivity of every task of ``cfg.stream`` with every proxy of ``cfg.probe``."""
+    check_probe(cfg)
+    store = RunStore(resolve_path(cfg.runs_dir) / RunStore.run_name(cfg, "probe", PROBE_EXCLUDE))
+    with store.locked():
+        _probe(cfg, store, progress)
+    return store
+
+
+def _probe(cfg: RunConfig, store: RunStore, progress: bool) -> None:
+    """The body of :func:`probe_stream`, with the run folder locked."""
     bs, default, counts = probe_plan(cfg)
     model, processor = load_model(cfg.model)
     anatomy = anatomy_of(model)
-    store = probe_store(cfg)
-    store.update_manifest(probe_batches=default, batch_counts=counts, batch_size=bs)
     stream = build_stream(cfg.stream, progress=progress)
+    store.start(cfg, kind="probe", exclude=PROBE_EXCLUDE)  # the manifest: the probe exists
+    store.update_manifest(probe_batches=default, batch_counts=counts, batch_size=bs)
     bar = tqdm(list(enumerate(stream.tasks, 1)), desc="probing tasks", disable=not progress)
     for t, task in bar:
         bar.set_postfix(task=task)
@@ -70,7 +90,6 @@ def probe_stream(cfg: RunConfig, progress: bool = True) -> RunStore:
     table = store.table("sensitivity")
     store.write_summary("sensitivity", table)
     store.update_manifest(status="complete")
-    return store
 
 
 def load_sensitivity(store: RunStore) -> pd.DataFrame:

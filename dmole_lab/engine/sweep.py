@@ -9,6 +9,7 @@ call :func:`sweep`.
 
 from __future__ import annotations
 
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,9 @@ from tqdm.auto import tqdm
 from dmole_lab.analysis.compare import Variant, jobs, write_tables
 from dmole_lab.config import RunConfig, apply_overrides, resolve_path
 from dmole_lab.methods import check_method
-from dmole_lab.store import RunStore
+from dmole_lab.store import RunFolderError, RunStore
 
-from .continual import run
+from .continual import check_run, run
 
 
 @dataclass
@@ -54,7 +55,8 @@ def sweep(cfg: RunConfig, variants: list[Variant], seeds: list[int], out: Path,
     """Run this shard's unfinished jobs of ``variants`` x ``seeds``, then write the comparison
     tables of every finished job under ``out``.
 
-    Every variant's method and every job's config are checked before the first run starts. One
+    Every variant's method and every job's config are checked before the first run starts
+    (:func:`dmole_lab.engine.continual.check_run`: nothing is written if one is bad). One
     failing job is recorded in ``failed`` (its traceback printed) and the sweep goes on: a
     broken job must not cost the rest of a long sweep. ``on_finish(store)`` is called after each
     run this call trained (e.g. to draw its report).
@@ -64,6 +66,10 @@ def sweep(cfg: RunConfig, variants: list[Variant], seeds: list[int], out: Path,
     configs = {(v.name, s): job_config(cfg, v, s) for v in variants for s in seeds}
     result = SweepResult()
     mine = [] if table_only else jobs(variants, seeds, shard)
+    for variant, seed in mine:  # the cheap checks of every job to run, before the first
+        job = configs[(variant.name, seed)]
+        if not finished(job):
+            check_run(job)
     for variant, seed in tqdm(mine, desc=f"compare shard {shard[0]}/{shard[1]}",
                               disable=not progress):
         job = configs[(variant.name, seed)]
@@ -71,6 +77,10 @@ def sweep(cfg: RunConfig, variants: list[Variant], seeds: list[int], out: Path,
             continue
         try:
             store = run(job, progress=progress)
+        except RunFolderError as e:  # another process runs this job: not a crash
+            print(f"skipped {variant.name} seed {seed}: {e}", file=sys.stderr, flush=True)
+            result.failed.append(f"{variant.name} (seed {seed})")
+            continue
         except Exception:
             traceback.print_exc()
             result.failed.append(f"{variant.name} (seed {seed})")
