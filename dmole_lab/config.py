@@ -56,6 +56,13 @@ ALLOCATORS = {
     "dynamic": "top-k modules of the tower by sensitivity",
     "uniform": "ablation v4: the same k spread evenly over the tower's layers",
 }
+#: The paper's ablations as switch settings (docs/method.md section 2, "Ablations").
+ABLATIONS = {
+    "v1": {"towers": "llm"},
+    "v2": {"towers": "vision"},
+    "v3": {"curriculum": "none"},
+    "v4": {"allocator": "uniform"},
+}
 #: How the allocator rounds B and B rho_V to counts (docs/method.md section 2 step 2).
 ROUNDING = {
     "half_up": "released code: int(x + 0.5), so 2.5 -> 3",

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
+from dmole_lab.config import ABLATIONS
 from dmole_lab.dmole.allocation import (
-    ABLATIONS,
     allocate,
     allocate_stream,
     allocation_table,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dmole_lab.dmole.allocation import ABLATIONS
+from dmole_lab.config import ABLATIONS
 from dmole_lab.store import RunStore, write_table
 
 from .metrics import matrix_from_scores, summary

@@ -19,14 +19,6 @@ import pandas as pd
 
 from dmole_lab.config import ALLOCATORS, CURRICULA, ROUNDING, TOWER_CHOICES, TOWERS
 
-#: The paper's ablations as switch settings (docs/method.md section 2, "Ablations").
-ABLATIONS = {
-    "v1": {"towers": "llm"},
-    "v2": {"towers": "vision"},
-    "v3": {"curriculum": "none"},
-    "v4": {"allocator": "uniform"},
-}
-
 
 @dataclass(frozen=True)
 class Split:
