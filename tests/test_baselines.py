@@ -11,7 +11,6 @@ from torch import nn
 from dmole_lab.config import ModelConfig, build_config
 from dmole_lab.data.encode import Encoded, concat, encode, subset, train_batch
 from dmole_lab.data.tasks import make_samples
-from dmole_lab.engine import continual
 from dmole_lab.experts import AdapterShape, Experts
 from dmole_lab.methods import make_method
 from dmole_lab.methods.ewc import ewc_penalty, fisher_diagonal, lora_parameters
@@ -19,7 +18,6 @@ from dmole_lab.methods.lwf import distillation
 from dmole_lab.methods.olora import orthogonality
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import load_model
-from tests.conftest import Interrupted, interrupt_after
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -262,11 +260,11 @@ def test_multitask_mix_draws_evenly_from_every_seen_task(micro_model_dir):
         assert torch.equal(again.image_inputs[k], mix.image_inputs[k])
 
 
-# ---------------------------------------------------------------------- end to end, resume
+# ------------------------------------------------------------------------------ end to end
+# The runs are shared with test_continual's resume test, which interrupts and resumes each.
 @pytest.mark.parametrize("method", ["lwf", "multitask"])
-def test_runs_end_to_end(smoke_overrides, method):
-    cfg = build_config(overrides={**smoke_overrides, "method": method, "train.max_steps": 2})
-    store = continual.run(cfg, progress=False)
+def test_runs_end_to_end(resume_overrides, shared_run, method):
+    store = shared_run({**resume_overrides, "method": method})
     m = store.manifest()
     assert m["status"] == "complete" and m["method"] == method
     stages = m["stages"]
@@ -279,26 +277,15 @@ def test_runs_end_to_end(smoke_overrides, method):
 
 
 @pytest.mark.parametrize("method", ["ewc", "o-lora"])
-def test_runs_end_to_end_and_resumes_exactly(smoke_overrides, tmp_path, method):
-    over = {**smoke_overrides, "method": method, "train.max_steps": 2}
-    reference = continual.run(build_config(overrides=over), progress=False)
-    m = reference.manifest()
+def test_ewc_and_olora_record_their_penalty_and_adapters(resume_overrides, shared_run, method):
+    store = shared_run({**resume_overrides, "method": method})
+    m = store.manifest()
     assert m["status"] == "complete"
     if method == "ewc":
         assert "ewc_penalty_mean" not in m["stages"]["1"]
         assert m["stages"]["3"]["ewc_penalty_mean"] > 0
-        assert any(k.startswith("ewc.fisher.") for k in reference.stage_state(3))
+        assert any(k.startswith("ewc.fisher.") for k in store.stage_state(3))
     else:
         assert [m["stages"][s]["active_loras"] for s in "0123"] == [0, 1, 2, 3]
-        assert all((reference.root / "adapters" / t / "adapter_config.json").is_file()
+        assert all((store.root / "adapters" / t / "adapter_config.json").is_file()
                    for t in ("caption", "grounding", "ocr"))
-
-    cfg2 = build_config(overrides={**over, "runs_dir": str(tmp_path / "b")})
-    with pytest.raises(Interrupted):  # 2 steps per stage: dies inside stage 3
-        continual.run(cfg2, progress=False, callbacks=(interrupt_after(4),))
-    resumed = continual.run(cfg2, progress=False)
-    pd.testing.assert_frame_equal(resumed.table("predictions"), reference.table("predictions"))
-    ref3, got3 = reference.stage_state(3), resumed.stage_state(3)
-    assert ref3.keys() == got3.keys()
-    for k in ref3:
-        torch.testing.assert_close(got3[k], ref3[k], rtol=1e-6, atol=1e-9)

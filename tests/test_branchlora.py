@@ -21,7 +21,6 @@ from dmole_lab.methods.branchlora import (
 )
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import load_model
-from tests.conftest import Interrupted, interrupt_after
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -263,7 +262,8 @@ def branch_overrides(smoke_overrides):
     return {**smoke_overrides, "method": "branchlora", "train.max_steps": 2}
 
 
-def test_branchlora_end_to_end_resumes_to_the_same_scores(branch_overrides, tmp_path):
+def test_branchlora_end_to_end_resumes_to_the_same_scores(branch_overrides, tmp_path,
+                                                          interrupted, interrupt_after):
     overrides = {**branch_overrides, "branch.train_trunk": False}
     cfg = build_config(overrides=overrides)
     store = continual.run(cfg, progress=False)
@@ -274,9 +274,8 @@ def test_branchlora_end_to_end_resumes_to_the_same_scores(branch_overrides, tmp_
     trunks = [k for k in s1 if k.endswith(".trunk")]
     assert trunks and all(torch.equal(s1[k], s3[k]) for k in trunks)  # A fixed after task 1
     assert [m["stages"][str(t)]["trunk_trained"] for t in (1, 2, 3)] == [True, False, False]
-    for t in (1, 2, 3):
+    for t in (1, 2, 3):  # the selector's accuracy: test_branchlora_selector_on_the_routing_preset
         info = m["stages"][str(t)]
-        assert 0.0 <= info["router_accuracy"] <= 1.0
         assert info["trainable_params"] > 0 and info["branches_frozen_now"] > 0
     assert m["stages"]["1"]["trainable_params"] > m["stages"]["2"]["trainable_params"]
     usage = store.table("branch_usage")
@@ -295,7 +294,7 @@ def test_branchlora_end_to_end_resumes_to_the_same_scores(branch_overrides, tmp_
     assert len([k for k in s3 if k.startswith("keys.")]) == 2 * len(tasks)
     # interrupted inside stage 3, resumed: the same scores, predictions and state
     cfg2 = build_config(overrides={**overrides, "runs_dir": str(tmp_path / "b")})
-    with pytest.raises(Interrupted):
+    with pytest.raises(interrupted):  # 2 steps per stage: dies inside stage 3
         continual.run(cfg2, progress=False, callbacks=(interrupt_after(4),))
     resumed = continual.run(cfg2, progress=False)
     cols = ["stage", "eval_task", "metric", "value"]
@@ -303,3 +302,21 @@ def test_branchlora_end_to_end_resumes_to_the_same_scores(branch_overrides, tmp_
     pd.testing.assert_frame_equal(resumed.table("predictions"), store.table("predictions"))
     r3 = resumed.stage_state(3)
     assert r3.keys() == s3.keys() and all(torch.equal(r3[k], s3[k]) for k in s3)
+
+
+def test_branchlora_selector_on_the_routing_preset(shared_run, route_overrides):
+    """On the routing preset (3 tasks of 192 training and 16 test samples) the task selector
+    picks each test sample's own task: measured 1.0, 1.0 and 0.979 (47 of 48) after stages 1-3;
+    the selected branches change what the model answers."""
+    store = shared_run({**route_overrides, "method": "branchlora"}, preset="route")
+    m = store.manifest()
+    accuracy = {t: m["stages"][str(t)]["router_accuracy"] for t in (1, 2, 3)}
+    assert min(accuracy.values()) >= 0.9, accuracy
+    tasks = m["tasks"]
+    routing = store.table("routing")
+    last = routing[(routing.stage == 3) & routing.eval_task.isin(tasks)]
+    top = last.sort_values("count").groupby("eval_task").tail(1).set_index("eval_task")
+    assert top.routed.to_dict() == {t: t for t in tasks}
+    sm = store.summary("score_matrix").pivot_table(index="stage", columns="eval_task",
+                                                   values="value")
+    assert all((sm.loc[t, tasks] != sm.loc[0, tasks]).any() for t in (1, 2, 3))

@@ -46,8 +46,12 @@ def test_unknown_preset_lists_available():
 
 
 def test_every_shipped_preset_is_valid():
-    for name in list_presets():
+    presets = list_presets()
+    assert {"tiny", "smoke", "llava-gpu", "route"} <= set(presets), presets
+    for name in presets:
         build_config(name)
+    route = build_config("route")  # the tests' routing preset: enough samples to route
+    assert route.method == "dmole" and route.stream.n_train >= 192 and route.stream.n_test >= 16
 
 
 def test_cli_override_parsing():

@@ -8,11 +8,12 @@ import torch
 from dmole_lab.analysis.metrics import matrix_from_scores
 from dmole_lab.config import build_config
 from dmole_lab.engine import continual
+from dmole_lab.methods import METHODS
+from dmole_lab.store import RunStore
 from dmole_lab.viz import report
-from tests.conftest import Interrupted, interrupt_after
 
 
-def test_run_writes_matrix_metrics_and_heatmap(smoke_overrides):
+def test_run_writes_matrix_metrics_and_heatmap(smoke_overrides, one_thread):
     cfg = build_config(overrides=smoke_overrides)
     store = continual.run(cfg, progress=False)
     m = store.manifest()
@@ -37,28 +38,58 @@ def test_run_writes_matrix_metrics_and_heatmap(smoke_overrides):
         assert all(m["stages"][str(t)][key] > 0 for t in (1, 2, 3))
 
 
-def test_interrupted_run_resumes_without_recomputing(smoke_overrides, tmp_path):
-    cfg = build_config(overrides=smoke_overrides)
-    reference = continual.run(cfg, progress=False)
-    ref_scores = reference.table("predictions")
+#: Stages finished before the resume test's runs are interrupted (2 of the 3 stages), and the
+#: training steps of each stage (train.max_steps = 2 of ``resume_overrides``).
+DONE, STEPS = 2, 2
 
-    cfg2 = build_config(overrides={**smoke_overrides, "runs_dir": str(tmp_path / "other")})
 
-    with pytest.raises(Interrupted):  # 2 steps per stage: die inside stage 3
-        continual.run(cfg2, progress=False, callbacks=(interrupt_after(2 * 2),))
-    from dmole_lab.store import RunStore
-
-    store = RunStore(tmp_path / "other" / RunStore.run_name(cfg2))
-    assert store.stage_done(2) and not store.stage_done(3)
-    done_mtime = (store.stage_dir(1) / "scores.parquet").stat().st_mtime_ns
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_resumes_an_interrupted_run_to_the_uninterrupted_one(
+        method, resume_overrides, shared_run, one_thread_run, interrupted, interrupt_after,
+        tmp_path):
+    """Killed on the first step after stage 2 and run again, a run restores stages 1-2 from
+    their saved state, trains stage 3 only, and ends where the uninterrupted run ends: the
+    same score matrix and predictions, the same losses in the stage it trained after
+    restoring, the same saved state."""
+    over = {**resume_overrides, "method": method}
+    reference = shared_run(over)
+    cfg = build_config(overrides={**over, "runs_dir": str(tmp_path)})
+    with pytest.raises(interrupted):  # first training step of stage 3
+        one_thread_run(cfg, callbacks=(interrupt_after(DONE * STEPS),))
+    store = RunStore(tmp_path / RunStore.run_name(cfg))
+    assert [store.stage_done(t) for t in range(4)] == [True, True, True, False]
+    written = {t: (store.stage_dir(t) / "scores.parquet").stat().st_mtime_ns
+               for t in range(DONE + 1)}
 
     steps = []
-    resumed = continual.run(cfg2, progress=False,
-                            callbacks=(lambda step, loss, model: steps.append(step),))
-    assert len(steps) == 2  # only stage 3 trained again
-    assert (store.stage_dir(1) / "scores.parquet").stat().st_mtime_ns == done_mtime
-    # same seed, same results: the resumed run predicts exactly what the uninterrupted one did
-    pd.testing.assert_frame_equal(resumed.table("predictions"), ref_scores)
+    resumed = one_thread_run(cfg, callbacks=(lambda step, loss, model: steps.append(step),))
+    assert resumed.root == store.root and resumed.manifest()["status"] == "complete"
+    assert steps == list(range(STEPS))  # only stage 3 trained
+    assert {t: (store.stage_dir(t) / "scores.parquet").stat().st_mtime_ns
+            for t in range(DONE + 1)} == written  # finished stages neither evaluated again
+
+    pd.testing.assert_frame_equal(resumed.summary("score_matrix"),
+                                  reference.summary("score_matrix"))
+    pd.testing.assert_frame_equal(resumed.table("predictions"), reference.table("predictions"))
+    # Stage 3 trained on the restored model: a method that restored stages 1-2 wrongly would
+    # train from other weights or history (other losses, tables, state) even where the scores
+    # do not move. Every table of the stage (losses, dynamics, routing, allocation...), its
+    # manifest figures and its saved state match; only wall times differ.
+    tables = sorted(p.stem for p in reference.stage_dir(3).glob("*.parquet"))
+    assert "train_log" in tables
+    assert sorted(p.stem for p in resumed.stage_dir(3).glob("*.parquet")) == tables
+    for name in tables:
+        pd.testing.assert_frame_equal(
+            *(s.stage_table(3, name).drop(columns=["seconds"], errors="ignore")
+              for s in (resumed, reference)), obj=name)
+    untimed = [{k: v for k, v in s.manifest()["stages"]["3"].items()
+                if not k.endswith("seconds")} for s in (resumed, reference)]
+    assert untimed[0] == untimed[1]
+    got, want = resumed.stage_state(3), reference.stage_state(3)
+    assert got.keys() == want.keys() and want
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0,
+                                   msg=lambda m, k=k: f"{k}: {m}")
 
 
 def test_seq_lora_merges_its_adapter(micro_model_dir):
@@ -89,7 +120,7 @@ def test_seq_lora_merges_its_adapter(micro_model_dir):
     torch.testing.assert_close(rebuilt.get_submodule(path).weight, expected)
 
 
-def test_general_sets_can_be_left_out(smoke_overrides):
+def test_general_sets_can_be_left_out(smoke_overrides, one_thread):
     cfg = build_config(overrides={**smoke_overrides, "eval.general": "false",
                                   "stream.tasks": "ocr"})
     store = continual.run(cfg, progress=False)

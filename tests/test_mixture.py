@@ -1,8 +1,8 @@
 """Mixture-of-LoRA-experts layer and the MoELoRA / sparse MoLE / MoLA baselines."""
 
+import re
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -10,14 +10,12 @@ from torch import nn
 from dmole_lab.config import ConfigError, MixtureConfig, ModelConfig, RunConfig, build_config
 from dmole_lab.data.encode import encode, train_batch
 from dmole_lab.data.tasks import make_samples
-from dmole_lab.engine import continual
 from dmole_lab.experts.mixture import MixtureLinear, experts_at, load_balance_loss
 from dmole_lab.methods import make_method
 from dmole_lab.methods.mixture import check_mixture
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import load_model
 from dmole_lab.probes.recorders import lora_modules
-from tests.conftest import Interrupted, interrupt_after
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -163,47 +161,30 @@ def _check_run(store, tasks):
     assert set(dyn[dyn.quantity == "grad_norm"].tower) >= {"vision", "llm"}
 
 
-@pytest.fixture()
-def mixture_overrides(smoke_overrides):
-    # two tasks are enough to see the mixture carried over and resumed (keeps the file fast)
-    return {**smoke_overrides, "stream.tasks": "caption,ocr", "train.max_steps": 2}
+@pytest.mark.parametrize("name", ["moelora", "mole", "mola"])
+def test_mixture_methods_run_end_to_end(resume_overrides, shared_run, name):
+    # shared with test_continual's resume test, which interrupts and resumes each
+    store = shared_run({**resume_overrides, "method": name})
+    _check_run(store, store.manifest()["tasks"])
 
 
-@pytest.mark.parametrize("name", ["moelora", "mola"])  # mole: in the resume test below
-def test_mixture_methods_run_end_to_end(mixture_overrides, name):
-    cfg = build_config(overrides={**mixture_overrides, "method": name})
-    _check_run(continual.run(cfg, progress=False), cfg.stream.tasks)
-
-
-def test_mole_runs_and_resumes_to_the_same_scores(mixture_overrides, tmp_path):
-    overrides = {**mixture_overrides, "method": "mole"}
-    cfg = build_config(overrides=overrides)
-    reference = continual.run(cfg, progress=False)
-    _check_run(reference, cfg.stream.tasks)
-    cfg2 = build_config(overrides={**overrides, "runs_dir": str(tmp_path / "b")})
-    with pytest.raises(Interrupted):  # 2 steps per stage: dies inside stage 2
-        continual.run(cfg2, progress=False, callbacks=(interrupt_after(2),))
-    steps = []
-    resumed = continual.run(cfg2, progress=False,
-                            callbacks=(lambda step, loss, model: steps.append(step),))
-    assert len(steps) == 2  # stage 1 restored from its saved mixture, only stage 2 trained
-    scores = ["stage", "eval_task", "metric", "value"]  # not the timing column
-    pd.testing.assert_frame_equal(resumed.table("scores")[scores],
-                                  reference.table("scores")[scores])
-    pd.testing.assert_frame_equal(resumed.table("predictions"), reference.table("predictions"))
-    for k, v in reference.stage_state(2).items():
-        torch.testing.assert_close(resumed.stage_state(2)[k], v, rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("override, message", [
-    ({"mole.top_k": 5}, r"mole\.top_k=5 .*0 <= top_k <= experts=4"),
-    ({"moelora.experts": 0}, r"moelora\.experts=0 .*experts >= 1"),
-    ({"mola.layer_experts": "1,4"}, r"mola\.layer_experts=\(1, 4\) .*>= max\(1, top_k=2\)"),
-    ({"mole.balance": -1.0}, r"mole\.balance=-1\.0 .*balance >= 0"),
+@pytest.mark.parametrize("key, value, message", [
+    ("mole.top_k", 5, r"mole\.top_k=5 .*0 <= top_k <= experts=4"),
+    ("moelora.experts", 0, r"moelora\.experts=0 .*experts >= 1"),
+    ("mola.layer_experts", (1, 4), r"mola\.layer_experts=\(1, 4\) .*>= max\(1, top_k=2\)"),
+    ("mole.balance", -1.0, r"mole\.balance=-1\.0 .*balance >= 0"),
 ])
-def test_bad_mixture_config_names_the_allowed_range(override, message):
-    method = next(iter(override)).split(".")[0]
-    cfg = build_config(overrides={"method": method, **override})
+def test_bad_mixture_config_names_the_allowed_range(key, value, message):
+    from dataclasses import replace
+
+    method, field = key.split(".")
+    override = {key: ",".join(map(str, value)) if isinstance(value, tuple) else value}
+    with pytest.raises(ConfigError, match=re.escape(key)):  # the config refuses it up front
+        build_config(overrides={"method": method, **override})
+    # and the method itself, given a config made without the check
+    base = RunConfig()
+    cfg = replace(base, method=method,
+                  **{method: replace(getattr(base, method), **{field: value})})
     with pytest.raises(ConfigError, match=message):
         make_method(cfg, None)
     check_mixture(RunConfig().mola, "mola")  # the defaults pass

@@ -18,37 +18,17 @@ from dmole_lab.analysis.profiles import (
 )
 from dmole_lab.viz import plots
 
-# Per-layer scores of three tasks; each layer has two modules that share the layer's score.
-PROFILES = {
-    "shallow": {"vision": [8, 4, 2, 1], "llm": [4, 3, 2, 1]},
-    "deep": {"vision": [1, 2, 4, 8], "llm": [1, 2, 3, 4]},
-    "also_shallow": {"vision": [9, 5, 3, 1], "llm": [6, 2, 1.5, 1]},
-}
 
-
-def _table(batches=(1, 2)) -> pd.DataFrame:
-    rows = []
-    for task, towers in PROFILES.items():
-        for tower, scores in towers.items():
-            for layer, s in enumerate(scores):
-                for module in ("q", "v"):
-                    for proxy, f in (("grad_norm", 1.0), ("snip", -1.0)):
-                        for b in batches:
-                            rows.append({"task": task, "tower": tower, "layer": layer,
-                                         "module": f"{tower}.{layer}.{module}", "proxy": proxy,
-                                         "batches": b, "score": b * (s / 2 if f > 0 else 10 - s)})
-    return pd.DataFrame(rows)
-
-
-def test_layer_profiles_sum_modules_and_pick_batches():
-    prof = layer_profiles(_table(), "grad_norm", batches=1)
+def test_layer_profiles_sum_modules_and_pick_batches(sensitivity_table):
+    prof = layer_profiles(sensitivity_table(), "grad_norm", batches=1)
     got = prof[(prof.task == "deep") & (prof.tower == "vision")].score.tolist()
     assert got == [1, 2, 4, 8]
-    assert layer_profiles(_table(), "grad_norm").score.sum() == 2 * prof.score.sum()  # max = 2
+    # batches defaults to the largest count, 2: twice the scores of 1 batch
+    assert layer_profiles(sensitivity_table(), "grad_norm").score.sum() == 2 * prof.score.sum()
     with pytest.raises(ValueError, match="proxy 'nope' is not in the table; available"):
-        layer_profiles(_table(), "nope")
+        layer_profiles(sensitivity_table(), "nope")
     with pytest.raises(ValueError, match="batches 7"):
-        layer_profiles(_table(), "grad_norm", batches=7)
+        layer_profiles(sensitivity_table(), "grad_norm", batches=7)
 
 
 @pytest.mark.parametrize("how,first_row", [
@@ -57,26 +37,26 @@ def test_layer_profiles_sum_modules_and_pick_batches():
     ("rank", [4, 3, 2, 1]),
     ("none", [8, 4, 2, 1]),
 ])
-def test_normalise(how, first_row):
-    prof = normalise(layer_profiles(_table(), "grad_norm", batches=1), how)
+def test_normalise(how, first_row, sensitivity_table):
+    prof = normalise(layer_profiles(sensitivity_table(), "grad_norm", batches=1), how)
     m = profile_matrix(prof, "vision", ["shallow", "deep"])
     assert list(m.index) == ["shallow", "deep"]
     np.testing.assert_allclose(m.loc["shallow"].to_numpy(), first_row)
 
 
-def test_normalise_rejects_unknown_name():
+def test_normalise_rejects_unknown_name(sensitivity_table):
     with pytest.raises(ValueError, match="unknown normalisation 'zscore'; allowed: minmax"):
-        normalise(layer_profiles(_table()), "zscore")
+        normalise(layer_profiles(sensitivity_table()), "zscore")
 
 
-def test_tower_split_is_the_vision_share():
-    split = tower_split(_table(), "grad_norm", batches=1).set_index("task")
+def test_tower_split_is_the_vision_share(sensitivity_table):
+    split = tower_split(sensitivity_table(), "grad_norm", batches=1).set_index("task")
     assert split.loc["shallow", "S_V"] == 15 and split.loc["shallow", "S_L"] == 10
     assert split.loc["shallow", "rho_V"] == pytest.approx(0.6)
 
 
-def test_task_correlations_see_the_conflict():
-    prof = layer_profiles(_table(), "grad_norm")
+def test_task_correlations_see_the_conflict(sensitivity_table):
+    prof = layer_profiles(sensitivity_table(), "grad_norm")
     corr = task_correlations(prof, "vision", ["shallow", "deep", "also_shallow"])
     assert corr.loc["shallow", "deep"] == pytest.approx(-1.0)
     assert corr.loc["shallow", "also_shallow"] == pytest.approx(1.0)
@@ -85,10 +65,10 @@ def test_task_correlations_see_the_conflict():
     assert centre["shallow", "vision"] < 0.5 < centre["deep", "vision"]
 
 
-def test_proxy_vs_oracle_per_task_and_pooled():
-    prof = layer_profiles(_table(), "grad_norm")
+def test_proxy_vs_oracle_per_task_and_pooled(sensitivity_table):
+    prof = layer_profiles(sensitivity_table(), "grad_norm")
     oracle = prof.rename(columns={"score": "gain"})  # the oracle agrees with grad_norm
-    per_task, pooled = proxy_vs_oracle(_table(), oracle)
+    per_task, pooled = proxy_vs_oracle(sensitivity_table(), oracle)
     assert set(per_task.proxy) == {"grad_norm", "snip"}
     g = per_task[per_task.proxy == "grad_norm"]
     np.testing.assert_allclose(g.spearman, 1.0)
@@ -97,8 +77,8 @@ def test_proxy_vs_oracle_per_task_and_pooled():
     assert s.loc[("llm", "grad_norm"), "count"] == 3
 
 
-def test_plots_return_figures_with_one_panel_per_tower():
-    prof = layer_profiles(_table(), "grad_norm")
+def test_plots_return_figures_with_one_panel_per_tower(sensitivity_table):
+    prof = layer_profiles(sensitivity_table(), "grad_norm")
     fig = plots.sensitivity_heatmaps(prof, ["deep", "shallow"], title="t")
     heat = [a for a in fig.axes if a.images]
     assert [a.get_title() for a in heat] == ["vision encoder", "LLM"]
@@ -107,7 +87,7 @@ def test_plots_return_figures_with_one_panel_per_tower():
     fig = plots.correlation_heatmap(task_correlations(prof, "llm"))
     assert fig.axes[0].images[0].get_array().shape == (3, 3)
     plots.close(fig)
-    _, pooled = proxy_vs_oracle(_table(), prof.rename(columns={"score": "gain"}))
+    _, pooled = proxy_vs_oracle(sensitivity_table(), prof.rename(columns={"score": "gain"}))
     fig = plots.proxy_oracle_bars(pooled)
     assert len(fig.axes[0].patches) == 4  # 2 proxies x 2 towers
     plots.close(fig)
@@ -135,8 +115,8 @@ def test_tower_dynamics_of_one_tower_has_no_ratio():
     plots.close(fig)
 
 
-def test_vision_share_matches_rho_v_and_ignores_negative_gains():
-    table = _table()
+def test_vision_share_matches_rho_v_and_ignores_negative_gains(sensitivity_table):
+    table = sensitivity_table()
     share = vision_share(layer_profiles(table, "grad_norm", batches=1))
     split = tower_split(table, "grad_norm", batches=1).set_index("task")["rho_V"]
     np.testing.assert_allclose(share[split.index], split)

@@ -4,12 +4,11 @@ import pytest
 
 from dmole_lab.analysis.summaries import headline
 from dmole_lab.viz import results
-from tests.test_widgets import _stored_run
 
 
-def test_find_runs_matches_dotted_settings_on_complete_runs(tmp_path):
-    _stored_run(tmp_path / "dmole-a", budget=0.5)
-    _stored_run(tmp_path / "dmole-b", budget=0.25)
+def test_find_runs_matches_dotted_settings_on_complete_runs(tmp_path, stored_run):
+    stored_run(tmp_path / "dmole-a", budget=0.5)
+    stored_run(tmp_path / "dmole-b", budget=0.25)
     found = results.find_runs({"method": "dmole", "dmole.budget": 0.25}, (tmp_path,))
     assert [s.root.name for s in found] == ["dmole-b"]
     assert results.find_runs({"dmole.nope": 1}, (tmp_path,)) == []

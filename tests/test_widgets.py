@@ -10,15 +10,14 @@ from dmole_lab.viz.widgets import (
     DynamicsExplorer,
     SensitivityExplorer,
 )
-from tests.test_profiles import _table
 
 
 def _heat_rows(fig):
     return [a.images[0].get_array() for a in fig.axes if a.images]
 
 
-def test_sensitivity_explorer_follows_its_controls():
-    ex = SensitivityExplorer(_table(), tasks=["deep", "shallow", "also_shallow"])
+def test_sensitivity_explorer_follows_its_controls(sensitivity_table):
+    ex = SensitivityExplorer(sensitivity_table(), tasks=["deep", "shallow", "also_shallow"])
     assert ex.batches.value == 2 and ex.proxy.value == "grad_norm"
     vision = _heat_rows(ex.figure)[0]
     np.testing.assert_allclose(vision[0], [0, 1 / 7, 3 / 7, 1])  # "deep", min-max
@@ -50,42 +49,27 @@ def test_dynamics_explorer_filters_stages_and_switches_quantity():
     assert ex.task.options[0] == ALL_TASKS
 
 
-def test_unknown_task_is_a_clear_error():
+def test_unknown_task_is_a_clear_error(sensitivity_table):
     from dmole_lab.analysis.profiles import layer_profiles
     from dmole_lab.viz import plots
 
     with pytest.raises(ValueError, match="task 'nope' is not in the table; available"):
-        plots.layer_profile_bars(layer_profiles(_table()), "nope")
+        plots.layer_profile_bars(layer_profiles(sensitivity_table()), "nope")
 
 
-def _shaped_table():
-    t = _table()
-    return t.assign(in_features=np.where(t.tower == "vision", 4, 8), out_features=8)
-
-
-def _stored_run(root, budget):
-    from dmole_lab.store import RunStore, write_json, write_table
-
-    store = RunStore(root)
-    write_json(store.manifest_path, {"status": "complete", "seed": 0, "stages": {},
-                                     "config": {"method": "dmole", "dmole": {"budget": budget}}})
-    write_table(root / "tables" / "metrics.parquet", pd.DataFrame(
-        {"metric": ["AVG", "Last", "BWT"], "value": [40.0, 35.0, -2.5],
-         "bwt_divisor": "T-1", "forgetting_mode": "first"}))
-    return store
-
-
-def test_allocation_explorer_recomputes_and_finds_stored_runs(tmp_path):
+def test_allocation_explorer_recomputes_and_finds_stored_runs(tmp_path, shaped_sensitivity_table,
+                                                               stored_run):
     from dmole_lab.viz import results
 
-    _stored_run(tmp_path / "dmole-a", budget=0.5)
+    stored_run(tmp_path / "dmole-a", budget=0.5)
     find = lambda s: results.find_runs(  # noqa: E731 - as a notebook passes it
         {k: v for k, v in s.items() if k in ("method", "dmole.budget")}, (tmp_path,))
     tasks = ["shallow", "deep", "also_shallow"]
-    ex = AllocationExplorer(_shaped_table(), tasks, r=2, find=find)
+    ex = AllocationExplorer(shaped_sensitivity_table, tasks, r=2, find=find)
     # 16 candidates, budget 0.5 -> 8 experts per task; floor 0.25 -> at least 2 in vision.
     assert ex.allocation.groupby("task").size().tolist() == [8, 8, 8]
-    assert ex.seconds < 0.1
+    # timed, not judged here: benchmarks/bench_widgets.py measures the update times
+    assert ex.seconds > 0 and "allocation of 3 tasks recomputed in" in ex.note.value
     vision = ex.allocation[ex.allocation.tower == "vision"]
     assert vision.groupby("task").size().min() >= 2
     assert "dmole-a" in ex.note.value and "AVG 40.0" in ex.note.value
@@ -103,14 +87,13 @@ def test_allocation_explorer_recomputes_and_finds_stored_runs(tmp_path):
     assert "curriculum none" in ex.figure._suptitle.get_text()
 
 
-def test_comparison_explorer_follows_methods_task_and_conventions():
+def test_comparison_explorer_follows_methods_task_and_conventions(compare_scores):
     from dmole_lab.viz.widgets import ComparisonExplorer
-    from tests.test_compare import _scores
 
     # Three tasks; task t0 drops from 60 to 30 (max 60) for "a", from 60 to 50 for "b".
     A = np.array([[0.0, 0, 0], [60, 0, 0], [40, 70, 0], [30, 50, 80]])
     B = np.array([[0.0, 0, 0], [60, 0, 0], [55, 70, 0], [50, 70, 80]])
-    parts = [_scores(v, s, M + s) for v, M in (("a", A), ("b", B)) for s in (0, 1)]
+    parts = [compare_scores(v, s, M + s) for v, M in (("a", A), ("b", B)) for s in (0, 1)]
     scores = pd.concat([p[0] for p in parts])
     runs = pd.DataFrame([p[1] for p in parts])
     ex = ComparisonExplorer(scores, runs)
