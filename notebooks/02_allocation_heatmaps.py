@@ -228,7 +228,7 @@ pd.DataFrame({"D-MoLE": headline(dmole_run),
 #   and no runner-up joins: per sample about 0.88 of the votes go to the sample's own task
 #   (`benchmarks/bench_router.py`), enough for a batch's majority.
 # - So D-MoLE forgets nothing: a task's frozen experts answer its test set after every later
-#   stage exactly as they did after its own (BWT 0.0, against about -64 for sequential LoRA).
+#   stage exactly as they did after its own (BWT 0.0, against about -63 for sequential LoRA).
 # - It learns less in each stage. Caption, the first task, trains with no other expert on and
 #   still scores far below sequential LoRA: D-MoLE's experts cover less of the model. And the
 #   table above shows the training-time rule at work: an earlier task's experts join a batch

@@ -155,7 +155,7 @@ DynamicsExplorer(dmole_dyn)
 # tasks (grounding, ocr, color_mc, arith_vqa) and above it on the other five (for `count_mc`
 # about 41 against 9); the medians over tasks are about the same (7.4 against 8.0). The
 # relative updates, which say how far each tower's weights actually move, are about as
-# unbalanced under both methods (ratios 1.5 to 5 per task). Part of any difference is
+# unbalanced under both methods (ratios 1.3 to 5.7 per task). Part of any difference is
 # arithmetic: D-MoLE trains 6 vision and 18 LLM experts while sequential LoRA trains all 24
 # modules of each tower, and a gradient norm over fewer modules is smaller. So on this stream
 # the curriculum (which, with rho_V below the floor, is the floor) does not balance the towers'
