@@ -30,9 +30,8 @@ from .core import (
     build_view,
     check_choice,
     check_image,
-    iter_records,
+    checked_records,
     make_row,
-    record_id,
     register_scanner,
     safe_name,
     save_png,
@@ -83,19 +82,8 @@ def _scan_pope(spec: dict, report: Report):
     for fname in spec["paths"]:
         path = Path(fname)
         file_split = spec["split"] or pope_split_of(path)
-        for index, line, rec in iter_records(path, report):
-
-            def bad(msg, fld=None, _i=index, _l=line, _r=rec, _p=path):
-                report.add(_p, msg, index=_i, line=_l, id=record_id(_r, "question_id"),
-                           field=fld)
-
-            if not isinstance(rec, dict):
-                bad(f"record is a {type(rec).__name__}, not an object")
-                continue
-            qid = record_id(rec, "question_id")
-            if qid is None:
-                bad("missing field 'question_id'", "question_id")
-                continue
+        for r in checked_records(path, report, "question_id"):
+            index, rec, qid, bad = r.index, r.data, r.id, r.bad
             split = rec.get("category", file_split)
             if split not in POPE_SPLITS:
                 bad(f"unknown split {split!r}; name it in 'category', the file name or the "
@@ -406,19 +394,8 @@ def _scan_mmmu(spec: dict, report: Report):
     seen: dict[str, tuple[str, int]] = {}
     for fname in spec["paths"]:
         path = Path(fname)
-        for index, line, rec in iter_records(path, report):
-
-            def bad(msg, fld=None, level="error", _i=index, _l=line, _r=rec, _p=path):
-                report.add(_p, msg, index=_i, line=_l, id=record_id(_r, "id"), field=fld,
-                           level=level)
-
-            if not isinstance(rec, dict):
-                bad(f"record is a {type(rec).__name__}, not an object")
-                continue
-            rid = record_id(rec, "id")
-            if rid is None:
-                bad("missing field 'id'", "id")
-                continue
+        for r in checked_records(path, report, "id"):
+            index, rec, rid, bad = r.index, r.data, r.id, r.bad
             if rid in seen:
                 report.counts["duplicate_ids"] += 1
                 bad(f"duplicate id {rid!r} (first at record {seen[rid][1]} of {seen[rid][0]})",

@@ -31,9 +31,8 @@ from .core import (
     build_view,
     check_choice,
     check_image,
-    iter_records,
+    checked_records,
     make_row,
-    record_id,
     register_scanner,
     scan,
     strip_image_token,
@@ -115,27 +114,19 @@ def _coin_spec(questions, answers, image_root, task, require_answers, images) ->
 def _answer_table(path: Path, report: Report) -> dict[str, dict]:
     table: dict[str, dict] = {}
     first: dict[str, int] = {}
-    for index, line, rec in iter_records(path, report, "answer_records"):
-        qid = record_id(rec, "question_id")
-        if not isinstance(rec, dict):
-            report.add(path, f"record is a {type(rec).__name__}, not an object", index=index,
-                       line=line)
-            continue
-        if qid is None:
-            report.add(path, "missing field 'question_id'", index=index, line=line,
-                       field="question_id")
-            continue
+    for r in checked_records(path, report, "question_id", "answer_records"):
+        qid = r.id
         if qid in table:
             report.counts["duplicate_ids"] += 1
-            report.add(path, f"duplicate question_id {qid!r} (first at record {first[qid]})",
-                       index=index, line=line, id=qid, field="question_id")
+            r.bad(f"duplicate question_id {qid!r} (first at record {first[qid]})",
+                  "question_id")
             continue
-        answer, extra = answer_of(rec)
+        answer, extra = answer_of(r.data)
         if answer is None:
             fld, why = extra
-            report.add(path, why, index=index, line=line, id=qid, field=fld)
+            r.bad(why, fld)
             continue
-        table[qid], first[qid] = {"answer": answer, **extra}, index
+        table[qid], first[qid] = {"answer": answer, **extra}, r.index
     return table
 
 
@@ -145,19 +136,8 @@ def _scan_coin(spec: dict, report: Report):
     table = _answer_table(Path(spec["answers"]), report) if spec["answers"] else None
     used: set[str] = set()
     seen: dict[str, int] = {}
-    for index, line, rec in iter_records(qpath, report):
-
-        def bad(msg, fld=None, level="error", _i=index, _l=line, _r=rec):
-            report.add(qpath, msg, index=_i, line=_l, id=record_id(_r, "question_id"),
-                       field=fld, level=level)
-
-        if not isinstance(rec, dict):
-            bad(f"record is a {type(rec).__name__}, not an object")
-            continue
-        qid = record_id(rec, "question_id")
-        if qid is None:
-            bad("missing field 'question_id'", "question_id")
-            continue
+    for r in checked_records(qpath, report, "question_id"):
+        index, rec, qid, bad = r.index, r.data, r.id, r.bad
         if qid in seen:
             report.counts["duplicate_ids"] += 1
             bad(f"duplicate question_id {qid!r} (first at record {seen[qid]})", "question_id")

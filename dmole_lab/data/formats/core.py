@@ -19,7 +19,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +284,56 @@ def record_id(rec: Any, *keys: str) -> str | None:
             if rec.get(k) is not None:
                 return str(rec[k])
     return None
+
+
+@dataclass(frozen=True)
+class Record:
+    """A JSON object read from ``path`` (record ``index``, at ``line``) with its id.
+
+    ``id`` is the record's id, or ``"<file stem>:<index>"`` where the record has none and the
+    reader goes on with the index; ``source_id`` is the id as the record gives it (None then),
+    and is what :meth:`bad` reports.
+    """
+
+    report: Report
+    path: Path
+    index: int
+    line: int | None
+    data: dict
+    id: str
+    source_id: str | None
+
+    def bad(self, message: str, field: str | None = None, level: str = "error") -> Problem:
+        """Report a problem of this record (in ``field``, at ``level``)."""
+        return self.report.add(self.path, message, index=self.index, line=self.line,
+                               id=self.source_id, field=field, level=level)
+
+
+MISSING_ID = ("error", "warn_use_index")
+
+
+def checked_records(path: str | os.PathLike, report: Report, id_field: str,
+                    count: str = "records", missing_id: str = "error") -> Iterator[Record]:
+    """Yield each record of ``path`` (see :func:`iter_records`) that is an object with an id.
+
+    A record that is not an object is reported and skipped. A record without ``id_field`` is
+    reported and skipped with ``missing_id="error"``; with ``"warn_use_index"`` it is
+    reported as a warning and yielded with ``"<file stem>:<index>"`` as its id.
+    """
+    check_choice("missing_id", missing_id, MISSING_ID)
+    path = Path(path)
+    for index, line, data in iter_records(path, report, count):
+        rec = Record(report, path, index, line, data, "", record_id(data, id_field))
+        if not isinstance(data, dict):
+            rec.bad(f"record is a {type(data).__name__}, not an object")
+            continue
+        if rec.source_id is not None:
+            yield replace(rec, id=rec.source_id)
+        elif missing_id == "error":
+            rec.bad(f"missing field {id_field!r}", id_field)
+        else:
+            rec.bad(f"missing field {id_field!r}; using the record index", id_field, "warning")
+            yield replace(rec, id=f"{path.stem}:{index}")
 
 
 def check_image(path: Path, how: str) -> str | None:

@@ -30,9 +30,8 @@ from .core import (
     build_view,
     check_choice,
     check_image,
-    iter_records,
+    checked_records,
     make_row,
-    record_id,
     register_scanner,
     safe_name,
     save_png,
@@ -66,26 +65,16 @@ def _llava_spec(path, image_root, task, multi_turn, text_only, multi_image, imag
 def _scan_llava(spec: dict, report: Report):
     path, root = Path(spec["path"]), Path(spec["image_root"])
     seen: dict[str, int] = {}
-    for index, line, rec in iter_records(path, report):
-
-        def bad(msg, fld=None, level="error", _i=index, _l=line, _r=rec):
-            report.add(path, msg, index=_i, line=_l, id=record_id(_r, "id"), field=fld,
-                       level=level)
-
-        if not isinstance(rec, dict):
-            bad(f"record is a {type(rec).__name__}, not an object")
-            continue
-        rid = record_id(rec, "id")
-        if rid is None:
-            bad("missing field 'id'; using the record index", "id", "warning")
-            rid = f"{path.stem}:{index}"
-        elif rid in seen:
+    for r in checked_records(path, report, "id", missing_id="warn_use_index"):
+        index, rec, rid, bad = r.index, r.data, r.id, r.bad
+        # without an id the record goes on with its index as id (checked_records warned)
+        if r.source_id is not None and rid in seen:
             report.counts["duplicate_ids"] += 1
             bad(f"duplicate id {rid!r} (first at record {seen[rid]})", "id",
                 spec["duplicates"])
             if spec["duplicates"] == "error":
                 continue
-        else:
+        elif r.source_id is not None:
             seen[rid] = index
         turns = _turns(rec, bad)
         if turns is None:
