@@ -60,6 +60,9 @@ def test_dmole_run_records_allocation_routing_and_peft_adapters(resume_overrides
     for key in ("allocation", "router_confusion", "router_accuracy", "expert_usage", "routing",
                 "train_routing", "sensitivity", "curriculum"):
         assert summaries[key].is_file()
+    # a table and the figure drawn from it keep apart keys
+    assert summaries["allocation"].suffix == ".parquet"
+    assert summaries["allocation_heatmap"].suffix == ".png"
     acc = store.summary("router_accuracy")
     assert acc.stage.tolist() == [1, 2, 3]
     assert acc.router_accuracy.tolist() == [m["stages"][str(t)]["router_accuracy"]

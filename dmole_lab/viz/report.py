@@ -43,7 +43,7 @@ def write_figures(store: RunStore) -> dict[str, Path]:
     if (tables / "allocation.parquet").exists():
         alloc, sens = store.summary("allocation"), store.summary("sensitivity")
         n_layers = (sens.groupby("tower")["layer"].max() + 1).astype(int).to_dict()
-        figures.append(("allocation", "allocation", lambda: plots.allocation_heatmaps(
+        figures.append(("allocation_heatmap", "allocation", lambda: plots.allocation_heatmaps(
             alloc, tasks, n_layers, title=f"{title}: experts per task and layer")))
     if (tables / "routing.parquet").exists():
         routing = store.summary("routing")
