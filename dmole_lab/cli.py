@@ -1,6 +1,8 @@
-"""Command line: ``dmole-lab {pretrain,run,probe,report,config}`` (also ``python -m dmole_lab``).
+"""Command line: ``dmole-lab {pretrain,run,probe,compare,report,config,check-data}`` (also
+``python -m dmole_lab``).
 
-Every command takes ``--preset NAME`` (a file in ``configs/``) and strict dotted overrides such
+``check-data --stream-file PATH`` checks a stream file's data and reads no config. Every other
+command takes ``--preset NAME`` (a file in ``configs/``) and strict dotted overrides such
 as ``--train.lr=1e-4``; an unknown key, a value of the wrong type or out of range stops with a
 one-line message that names the key and what is allowed (exit status 2), before anything is
 loaded or written.
@@ -76,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
                             help="a run folder (default: the run of the preset + overrides)")
         if name == "config":
             sp.add_argument("--keys", action="store_true", help="list every key with its help")
+    cd = sub.add_parser("check-data", allow_abbrev=False,
+                        help="check every file of a stream file (no config, writes nothing)")
+    cd.add_argument("--stream-file", required=True,
+                    help="stream YAML (configs/streams/coin.yaml, dmole.yaml)")
+    cd.add_argument("--images", choices=["exists", "verify"], default="exists",
+                    help="exists: image files exist; verify: also decode their headers")
     return p
 
 
@@ -271,6 +279,19 @@ def _cmd_config(cfg, args) -> int:
     return 0
 
 
+def _cmd_check_data(args) -> int:
+    """Print the counts per task and every problem of a stream file's data; 2 on errors."""
+    from dmole_lab.data.stream_file import check_stream, load_stream_file
+
+    report = check_stream(load_stream_file(args.stream_file), images=args.images)
+    print(report.summary())
+    if not report.ok:
+        print(f"dmole-lab check-data: error: {len(report.errors)} error(s) in the data of "
+              f"{args.stream_file} (listed above)", file=sys.stderr)
+        return 2
+    return 0
+
+
 COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "probe": _cmd_probe,
             "compare": _cmd_compare, "report": _cmd_report,
             "config": _cmd_config}
@@ -287,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args, rest = _parser().parse_known_args(argv)
     try:
+        if args.command == "check-data":  # reads no config: only the stream file
+            if rest:
+                raise ValueError(f"unrecognized arguments: {' '.join(rest)}")
+            return _cmd_check_data(args)
         cfg = build_config(args.preset, parse_cli_overrides(rest))
         return COMMANDS[args.command](cfg, args)
     except (ConfigError, ModelLoadError, RunFolderError, ValueError, FileNotFoundError) as e:
