@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         if name == "report":
             sp.add_argument("--run-dir", default=None,
                             help="a run folder (default: the run of the preset + overrides)")
+            sp.add_argument("--rescore", default=None, metavar="SCORER",
+                            help="re-score the stored predictions with a field scorer (exact, "
+                                 "substring, vqa, cider, ...) and print and write its score "
+                                 "matrix and metrics next to the stored ones")
         if name == "config":
             sp.add_argument("--keys", action="store_true", help="list every key with its help")
     cd = sub.add_parser("check-data", allow_abbrev=False,
@@ -250,9 +254,51 @@ def _print_report(store) -> None:
         print(f"{k}: {v}")
 
 
+def _print_rescore(store, scorer: str) -> None:
+    """The stored and the re-scored score matrix and metrics side by side; writes
+    tables/score_matrix_<scorer>.parquet and tables/metrics_<scorer>.parquet."""
+    import pandas as pd
+
+    from dmole_lab.analysis.rescore import rescore, rescored_metrics
+    from dmole_lab.analysis.summaries import metrics_table, score_matrix
+
+    manifest = store.manifest()
+    tasks = manifest["tasks"]
+    new = rescore(store, scorer)
+    new_metrics = rescored_metrics(store, scorer, new)
+    stored = score_matrix(store)
+    stored = stored[stored["eval_task"].isin(tasks)]
+    old_metrics = metrics_table(stored, manifest)
+    paths = {f"score_matrix_{scorer}": store.write_summary(f"score_matrix_{scorer}", new),
+             f"metrics_{scorer}": store.write_summary(f"metrics_{scorer}", new_metrics)}
+    both = pd.concat({"stored": stored.pivot_table(index="stage", columns="eval_task",
+                                                   values="value")[tasks],
+                      scorer: new.pivot_table(index="stage", columns="eval_task",
+                                              values="value")[tasks]}, axis=1)
+
+    def default_convention(m: pd.DataFrame) -> pd.Series:
+        m = m[(m["bwt_divisor"] == "T-1") & (m["forgetting_mode"] == "first")]
+        return m.set_index("metric")["value"]
+
+    metrics = pd.DataFrame({"stored": default_convention(old_metrics),
+                            scorer: default_convention(new_metrics)})
+    with pd.option_context("display.width", 200, "display.max_columns", 40):
+        print(f"\nrun: {store.root}\nscore matrix a[t, i] (row 0 = zero-shot), stored and "
+              f"re-scored with {scorer!r}:")
+        print(both.round(1).to_string())
+        print(f"\nmetrics (BWT divisor T-1, forgetting 'first'), stored and {scorer!r}:")
+        print(metrics.round(2).to_string())
+    for k, v in paths.items():
+        print(f"{k}: {v}")
+
+
 def _cmd_report(cfg, args) -> int:
     from dmole_lab.store import RunStore
 
+    if args.rescore is not None:  # checked before the run is read
+        from dmole_lab.analysis.rescore import check_scorer
+
+        check_scorer(args.rescore)
     if args.run_dir:
         store = RunStore(resolve_path(args.run_dir))
     else:
@@ -264,6 +310,9 @@ def _cmd_report(cfg, args) -> int:
         )
     if store.manifest().get("status") != "complete":
         print(f"note: run {store.root.name} is not complete; reporting finished stages only")
+    if args.rescore is not None:
+        _print_rescore(store, args.rescore)
+        return 0
     _print_report(store)
     return 0
 
