@@ -37,6 +37,7 @@ from typing import Any
 
 from dmole_lab.analysis.scoring import SCORERS
 from dmole_lab.data.formats import (
+    Levelled,
     Problem,
     Report,
     check_coin,
@@ -234,28 +235,13 @@ class StreamProblem:
 
 
 @dataclass
-class StreamReport:
+class StreamReport(Levelled):
     """Everything :func:`check_stream` found: problems (each naming its task and part) and
     per task (and benchmark) the counts of each checked file."""
 
     stream: StreamFile
     problems: list[StreamProblem] = field(default_factory=list)
     counts: dict[str, dict[str, Counter]] = field(default_factory=dict)
-
-    @property
-    def errors(self) -> list[StreamProblem]:
-        """The problems at error level."""
-        return [p for p in self.problems if p.level == "error"]
-
-    @property
-    def warnings(self) -> list[StreamProblem]:
-        """The problems at warning level."""
-        return [p for p in self.problems if p.level != "error"]
-
-    @property
-    def ok(self) -> bool:
-        """True when no error was found (warnings allowed)."""
-        return not self.errors
 
     def count_lines(self) -> list[str]:
         """One line per task / benchmark: its name and the record and sample counts."""

@@ -29,6 +29,7 @@ from .coin import answer_of, check_coin, parse_bbox, read_coin, write_coin
 from .core import (
     DataFormatError,
     LazySample,
+    Levelled,
     Problem,
     Report,
     SampleView,
@@ -53,7 +54,8 @@ from .llava import (
 
 __all__ = [
     "MME_COGNITION", "MME_PERCEPTION", "POPE_SPLITS", "DataFormatError", "LazySample",
-    "MetaEntry", "Problem", "Report", "SampleView", "answer_of", "chat_messages", "check_coin",
+    "Levelled", "MetaEntry", "Problem", "Report", "SampleView", "answer_of", "chat_messages",
+    "check_coin",
     "check_llava", "check_meta", "check_mme", "check_mmmu", "check_pope", "iter_records",
     "llava_records", "load_image", "mme_category", "mmmu_prompt", "parse_bbox",
     "parse_options", "read_coin", "read_llava", "read_meta", "read_meta_tasks", "read_mme",

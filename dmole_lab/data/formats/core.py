@@ -146,8 +146,29 @@ class Problem:
         return f"{self.level}: {where}: {self.message}"
 
 
+class Levelled:
+    """``errors``, ``warnings`` and ``ok`` of a report's ``problems`` (items with a ``level``)."""
+
+    problems: list
+
+    @property
+    def errors(self) -> list:
+        """The problems at error level: they make a record, a file or a task unusable."""
+        return [p for p in self.problems if p.level == "error"]
+
+    @property
+    def warnings(self) -> list:
+        """The problems at warning level: what they concern stays usable."""
+        return [p for p in self.problems if p.level != "error"]
+
+    @property
+    def ok(self) -> bool:
+        """True when no error was found (warnings allowed)."""
+        return not self.errors
+
+
 @dataclass
-class Report:
+class Report(Levelled):
     """Every problem found in a data set, plus counts (records, samples, images, ...)."""
 
     format: str
@@ -161,21 +182,6 @@ class Report:
         self.problems.append(p)
         self.counts["errors" if p.level == "error" else "warnings"] += 1
         return p
-
-    @property
-    def errors(self) -> list[Problem]:
-        """The problems that make a record unusable."""
-        return [p for p in self.problems if p.level == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        """The problems that leave the record usable."""
-        return [p for p in self.problems if p.level != "error"]
-
-    @property
-    def ok(self) -> bool:
-        """True when no error was found (warnings allowed)."""
-        return not self.errors
 
     def summary(self, limit: int = 20) -> str:
         """Counts on one line, then up to ``limit`` problems, one per line."""
