@@ -54,19 +54,26 @@ def _paths(paths) -> list[Path]:
     return [Path(p) for p in paths]
 
 
+def _files_spec(paths, image_root, task: str, images: str, what: str) -> dict:
+    """The spec a benchmark reader caches on: absolute question files, the image root (default:
+    the first file's folder), the task name and the image check."""
+    check_choice("images", images, IMAGE_CHECKS)
+    files = _paths(paths)
+    if not files:
+        raise ValueError(f"no {what} file given")
+    root = Path(image_root) if image_root is not None else files[0].parent
+    return {"paths": [str(p.absolute()) for p in files], "image_root": str(root.absolute()),
+            "task": task, "images": images}
+
+
 # ------------------------------------------------------------------------------ POPE
 
 
 def _pope_spec(paths, image_root, task, split, images) -> dict:
-    check_choice("images", images, IMAGE_CHECKS)
     if split is not None:
         check_choice("split", split, POPE_SPLITS)
-    files = _paths(paths)
-    if not files:
-        raise ValueError("no POPE question file given")
-    root = Path(image_root) if image_root is not None else files[0].parent
-    return {"paths": [str(p.absolute()) for p in files], "image_root": str(root.absolute()),
-            "task": task or "pope", "split": split, "images": images}
+    return {**_files_spec(paths, image_root, task or "pope", images, "POPE question"),
+            "split": split}
 
 
 def pope_split_of(path: str | os.PathLike) -> str | None:
@@ -379,13 +386,7 @@ def _mmmu_images(rec: dict) -> tuple[list[tuple[str, str]], str | None]:
 
 
 def _mmmu_spec(paths, image_root, task, images) -> dict:
-    check_choice("images", images, IMAGE_CHECKS)
-    files = _paths(paths)
-    if not files:
-        raise ValueError("no MMMU file given")
-    root = Path(image_root) if image_root is not None else files[0].parent
-    return {"paths": [str(p.absolute()) for p in files], "image_root": str(root.absolute()),
-            "task": task or "mmmu", "images": images}
+    return _files_spec(paths, image_root, task or "mmmu", images, "MMMU")
 
 
 @register_scanner("mmmu")
