@@ -156,24 +156,12 @@ def _cmd_compare(cfg, args) -> int:
     import pandas as pd
     import torch
 
-    from dmole_lab.analysis.compare import (
-        ABLATION_VARIANTS,
-        PEERS,
-        format_table,
-        parse_shard,
-        parse_variant,
-    )
+    from dmole_lab.analysis.compare import format_table, parse_seeds, parse_shard, parse_variants
     from dmole_lab.engine.sweep import sweep
     from dmole_lab.viz.report import write_figures
 
-    specs = args.methods.split(",") if args.methods else list(PEERS)
-    if not args.no_ablations and not args.methods:
-        specs += list(ABLATION_VARIANTS)
-    variants = [parse_variant(s) for s in specs if s.strip()]
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds {args.seeds!r} must be comma-separated integers") from None
+    variants = parse_variants(args.methods, ablations=not args.no_ablations)
+    seeds = parse_seeds(args.seeds)
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
     shard = parse_shard(args.shard)

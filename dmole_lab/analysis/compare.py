@@ -66,6 +66,22 @@ def parse_variant(spec: str) -> Variant:
     return Variant(spec, method, overrides)
 
 
+def parse_variants(methods: str | None, ablations: bool = True) -> list[Variant]:
+    """The variants of a comparison: the comma-separated ``methods`` (see
+    :func:`parse_variant`), or by default every peer plus, with ``ablations``, D-MoLE's
+    ablations dmole-v1..v4."""
+    specs = methods.split(",") if methods else [*PEERS, *(ABLATION_VARIANTS if ablations else ())]
+    return [parse_variant(s) for s in specs if s.strip()]
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; clear error otherwise."""
+    try:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {spec!r} must be comma-separated integers") from None
+
+
 def parse_shard(spec: str) -> tuple[int, int]:
     """``"i/n"`` (1 <= i <= n) -> (i, n); clear error otherwise."""
     try:

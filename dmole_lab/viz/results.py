@@ -164,19 +164,19 @@ def open_or_compare(name: str, recompute: bool = False, preset: str = "tiny",
         return open_comparison(name)
     import tempfile
 
-    from dmole_lab.analysis.compare import ABLATION_VARIANTS, PEERS, parse_variant
+    from dmole_lab.analysis.compare import parse_seeds, parse_variants
     from dmole_lab.config import build_config
     from dmole_lab.engine.sweep import sweep
 
     from .report import write_figures
 
     cfg = build_config(preset, overrides)
-    specs = methods.split(",") if methods else [*PEERS, *ABLATION_VARIANTS]
-    variants = [parse_variant(s) for s in specs if s.strip()]
+    variants = parse_variants(methods)
     out = Path(tempfile.mkdtemp(prefix="compare-"))
-    result = sweep(cfg, variants, [int(s) for s in seeds.split(",") if s.strip()], out,
-                   progress=False, on_finish=write_figures)
+    result = sweep(cfg, variants, parse_seeds(seeds), out, progress=False,
+                   on_finish=write_figures)
     if result.failed or result.missing:
-        raise RuntimeError(f"comparison of {specs} on {preset} did not finish: failed "
+        raise RuntimeError(f"comparison of {[v.name for v in variants]} on {preset} did not "
+                           f"finish: failed "
                            f"{result.failed}, missing {[(v.name, s) for v, s in result.missing]}")
     return open_comparison(out.name, out.parent)
