@@ -290,7 +290,7 @@ def _cmd_report(cfg, args) -> int:
     if args.run_dir:
         store = RunStore(resolve_path(args.run_dir))
     else:
-        store = RunStore(resolve_path(cfg.runs_dir) / RunStore.run_name(cfg))
+        store = RunStore.of(cfg)
     if not store.manifest_path.exists():
         raise FileNotFoundError(
             f"no run at {store.root}; run it first with `dmole-lab run` and the same preset "

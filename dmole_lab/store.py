@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from dmole_lab.config import PROJECT_ROOT, RunConfig, config_hash, to_dict
+from dmole_lab.config import PROJECT_ROOT, RunConfig, config_hash, resolve_path, to_dict
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -144,6 +144,12 @@ class RunStore:
         """Folder name of a run: its kind (default: the method) and config hash (seed included)."""
         exclude = run_exclude(cfg) if exclude is None else exclude
         return f"{kind or cfg.method}-{config_hash(cfg, exclude)}"
+
+    @classmethod
+    def of(cls, cfg: RunConfig, kind: str | None = None,
+           exclude: tuple[str, ...] | None = None) -> "RunStore":
+        """The run folder of ``cfg`` under its ``runs_dir`` (nothing is read or written)."""
+        return cls(resolve_path(cfg.runs_dir) / cls.run_name(cfg, kind, exclude))
 
     @classmethod
     def for_config(cls, cfg: RunConfig, runs_dir: Path, kind: str | None = None,

@@ -44,7 +44,7 @@ def check_run(cfg: RunConfig) -> None:
 
 def run_store(cfg: RunConfig) -> RunStore:
     """The run folder of ``cfg`` (it may not exist yet)."""
-    return RunStore(resolve_path(cfg.runs_dir) / RunStore.run_name(cfg))
+    return RunStore.of(cfg)
 
 
 def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStore:

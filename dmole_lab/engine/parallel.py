@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from dmole_lab.config import RunConfig, resolve_path
+from dmole_lab.config import RunConfig
 from dmole_lab.store import RunStore
 
 
@@ -38,7 +38,7 @@ def _stages_done(cfgs: list[RunConfig]) -> int:
     """Finished stages (zero-shot included) over the run folders of ``cfgs`` that exist."""
     done = 0
     for cfg in cfgs:
-        store = RunStore(resolve_path(cfg.runs_dir) / RunStore.run_name(cfg))
+        store = RunStore.of(cfg)
         if store.manifest_path.exists():
             try:
                 done += len(store.manifest()["stages"])

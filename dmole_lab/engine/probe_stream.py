@@ -59,7 +59,7 @@ def check_probe(cfg: RunConfig) -> tuple[int, int, list[int]]:
 def probe_stream(cfg: RunConfig, progress: bool = True) -> RunStore:
     """Sensitivity of every task of ``cfg.stream`` with every proxy of ``cfg.probe``."""
     check_probe(cfg)
-    store = RunStore(resolve_path(cfg.runs_dir) / RunStore.run_name(cfg, "probe", PROBE_EXCLUDE))
+    store = RunStore.of(cfg, "probe", PROBE_EXCLUDE)
     with store.locked():
         _probe(cfg, store, progress)
     return store

@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dmole_lab.analysis.compare import Variant, jobs, write_tables
-from dmole_lab.config import RunConfig, apply_overrides, resolve_path
+from dmole_lab.config import RunConfig, apply_overrides
 from dmole_lab.methods import check_method
 from dmole_lab.store import RunFolderError, RunStore
 
@@ -44,7 +44,7 @@ def job_config(cfg: RunConfig, variant: Variant, seed: int) -> RunConfig:
 
 def finished(cfg: RunConfig) -> RunStore | None:
     """The store of ``cfg``'s run if it is complete, else None."""
-    store = RunStore(resolve_path(cfg.runs_dir) / RunStore.run_name(cfg))
+    store = RunStore.of(cfg)
     ok = store.manifest_path.exists() and store.manifest().get("status") == "complete"
     return store if ok else None
 
