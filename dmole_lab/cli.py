@@ -1,7 +1,7 @@
-"""Command line: ``dmole-lab {pretrain,run,probe,compare,report,config,check-data}`` (also
-``python -m dmole_lab``).
+"""Command line: ``dmole-lab {pretrain,run,probe,compare,report,config,export,check-data}``
+(also ``python -m dmole_lab``).
 
-``check-data --stream-file PATH`` checks a stream file's data and reads no config. Every other
+``check-data --stream.file=PATH`` checks a stream file's data and reads no config. Every other
 command takes ``--preset NAME`` (a file in ``configs/``) and strict dotted overrides such
 as ``--train.lr=1e-4``; an unknown key, a value of the wrong type or out of range stops with a
 one-line message that names the key and what is allowed (exit status 2), before anything is
@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         ("compare", "run methods x seeds (resumable, shardable) and write the comparison table"),
         ("report", "print and plot the score matrix and metrics of a finished run"),
         ("config", "print the resolved config (or --keys: every key with its help)"),
+        ("export", "write the synthetic stream as files in the field's formats (PNG images, "
+                   "LLaVA training JSON, CoIN test files, a stream YAML)"),
     ]:
         sp = sub.add_parser(name, help=help_, allow_abbrev=False)
         sp.add_argument("--preset", default=None,
@@ -82,10 +84,14 @@ def _parser() -> argparse.ArgumentParser:
                                  "matrix and metrics next to the stored ones")
         if name == "config":
             sp.add_argument("--keys", action="store_true", help="list every key with its help")
+        if name == "export":
+            sp.add_argument("--out", required=True,
+                            help="an empty folder; run on it with --stream.file=OUT/stream.yaml")
     cd = sub.add_parser("check-data", allow_abbrev=False,
                         help="check every file of a stream file (no config, writes nothing)")
-    cd.add_argument("--stream-file", required=True,
-                    help="stream YAML (configs/streams/coin.yaml, dmole.yaml)")
+    cd.add_argument("--stream.file", "--stream-file", dest="stream_file", required=True,
+                    help="stream YAML (configs/streams/coin.yaml, dmole.yaml, or one written "
+                         "by dmole-lab export)")
     cd.add_argument("--images", choices=["exists", "verify"], default="exists",
                     help="exists: image files exist; verify: also decode their headers")
     return p
@@ -316,6 +322,14 @@ def _cmd_config(cfg, args) -> int:
     return 0
 
 
+def _cmd_export(cfg, args) -> int:
+    from dmole_lab.data.export import export_stream
+
+    path = export_stream(cfg.stream, Path(args.out), progress=not args.quiet)
+    print(f"wrote the stream to {path.parent}; train on it with --stream.file={path}")
+    return 0
+
+
 def _cmd_check_data(args) -> int:
     """Print the counts per task and every problem of a stream file's data; 2 on errors."""
     from dmole_lab.data.stream_file import check_stream, load_stream_file
@@ -331,7 +345,7 @@ def _cmd_check_data(args) -> int:
 
 COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "probe": _cmd_probe,
             "compare": _cmd_compare, "report": _cmd_report,
-            "config": _cmd_config}
+            "config": _cmd_config, "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     Bad input (a config key, type or value, a method, a model folder, a run folder that another
     process holds) exits 2 with a one-line reason and no traceback; the config is checked in
     full before anything is loaded or written."""
+    from dmole_lab.data.stream import StreamCheckError
     from dmole_lab.models.loading import ModelLoadError
     from dmole_lab.store import RunFolderError
 
@@ -351,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_check_data(args)
         cfg = build_config(args.preset, parse_cli_overrides(rest))
         return COMMANDS[args.command](cfg, args)
+    except StreamCheckError as e:  # the whole list, as check-data prints it, then one line
+        print(e.report.summary(limit=20), file=sys.stderr)
+        print(f"dmole-lab {args.command}: error: the stream's data fails the check "
+              f"({len(e.report.errors)} error(s), listed above); nothing was written",
+              file=sys.stderr)
+        return 2
     except (ConfigError, ModelLoadError, RunFolderError, ValueError, FileNotFoundError) as e:
         reason = " ".join(str(e).split())  # one line, whatever the message
         print(f"dmole-lab {args.command}: error: {reason}", file=sys.stderr)

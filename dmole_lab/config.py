@@ -118,7 +118,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """The synthetic continual stream (see dmole_lab.data.tasks)."""
+    """The continual stream: the synthetic one made in code (dmole_lab.data.tasks), or the
+    field's data formats read from a stream file (``file``; docs/data.md)."""
 
     tasks: tuple[str, ...] = field(default=DEFAULT_TASKS, metadata=_help("stream order"))
     n_train: int = field(default=384, metadata=_help("training samples per task"))
@@ -129,6 +130,9 @@ class StreamConfig:
         metadata=_help("held-out general sets to score: general (object listing), pope"),
     )
     seed: int = field(default=0, metadata=_help("seed of the data generator"))
+    file: str = field(default="", metadata={**LATER, **_help(
+        "stream YAML of real data (docs/data.md); set, it replaces the synthetic stream "
+        "(tasks, n_train, n_test, n_general, general and seed are then not read)")})
 
 
 @dataclass(frozen=True)
@@ -601,6 +605,9 @@ RULES: dict[str, Rule] = {
     "stream.n_general": _COUNT,
     "stream.general": _names(GENERAL_SET_NAMES, "set(s)", "sets", empty_ok=True),
     "stream.seed": _SEED,
+    "stream.file": Rule("empty (the synthetic stream) or the path of an existing .yaml / .yml "
+                        "stream file", lambda v: not v or (
+                            Path(v).suffix in (".yaml", ".yml") and resolve_path(v).is_file())),
     "train.lr": _POSITIVE,
     "train.epochs": _COUNT,
     "train.batch_size": _COUNT,

@@ -165,9 +165,14 @@ class RunStore:
         return store.start(cfg, kind, exclude)
 
     def start(self, cfg: RunConfig, kind: str | None = None,
-              exclude: tuple[str, ...] | None = None) -> "RunStore":
+              exclude: tuple[str, ...] | None = None, tasks: list[str] | None = None,
+              data: dict | None = None) -> "RunStore":
         """Write the manifest of ``cfg`` if this folder has none (the run starts), else check
-        that the folder belongs to ``cfg`` (the run resumes); returns this store."""
+        that the folder belongs to ``cfg`` (the run resumes); returns this store.
+
+        ``tasks``: the stream's task names (default ``cfg.stream.tasks``; a stream file names
+        its own). ``data``: a fingerprint of the stream's data files (``stream_data`` in the
+        manifest); a resume on other data raises :class:`RunFolderError`."""
         exclude = run_exclude(cfg) if exclude is None else exclude
         digest = config_hash(cfg, exclude)
         if self.manifest_path.exists():
@@ -176,6 +181,13 @@ class RunStore:
                 raise RunFolderError(f"run folder {self.root} belongs to another config "
                                      f"(hash {manifest['config_hash']}, not {digest}); "
                                      "remove or rename it")
+            stored = manifest.get("stream_data")
+            if data is not None and stored is not None and stored["digest"] != data["digest"]:
+                raise RunFolderError(f"the data of stream file {data['file']} changed since "
+                                     f"run {self.root.name} began (fingerprint "
+                                     f"{stored['digest']}, now {data['digest']}); a resumed "
+                                     "run would mix two datasets: restore the files or remove "
+                                     "the run folder")
         else:
             write_json(self.manifest_path, {
                 "name": self.root.name,
@@ -184,7 +196,8 @@ class RunStore:
                 "config_hash": digest,
                 "method": kind or cfg.method,
                 "seed": cfg.seed,
-                "tasks": list(cfg.stream.tasks),
+                "tasks": list(cfg.stream.tasks if tasks is None else tasks),
+                **({"stream_data": data} if data is not None else {}),
                 "versions": package_versions(),
                 "commit": git_commit(),
                 "created": _dt.datetime.now().isoformat(timespec="seconds"),

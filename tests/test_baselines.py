@@ -251,6 +251,7 @@ def test_multitask_mix_draws_evenly_from_every_seen_task(micro_model_dir):
     # A resumed run (finished stages replayed, their data re-created) draws the same mix.
     fresh, _ = load_model(ModelConfig(path=str(micro_model_dir), device="cpu"))
     other = make_method(cfg, method.anatomy)
+    other.train_set = lambda task: _data(processor, task, 7)  # as the runner sets it
     for t, (task, state) in enumerate(zip(tasks[:2], states), 1):
         fresh = other.restore_task(fresh, t, task, state)
     other.begin_task(fresh, 3, "ocr", data["ocr"])

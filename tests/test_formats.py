@@ -266,7 +266,7 @@ def test_encode_consumes_lazy_samples(tmp_path, cache):
     """The toolkit's encoder takes a view as it takes a list of synthetic samples."""
     import torch
 
-    from dmole_lab.data.encode import encode
+    from dmole_lab.data.encode import concat, encode, prompt_batch, subset, train_batch
 
     class Tok:
         eos_token_id, pad_token_id = 1, 0
@@ -296,9 +296,22 @@ def test_encode_consumes_lazy_samples(tmp_path, cache):
                 tmp_path / "t.json", image_subdir="pix")
     view = read_llava(tmp_path / "t.json", **cache)
     enc = encode(Proc(), view, chunk=2)
-    assert len(enc) == 3 and enc.prompt_ids[1] == Tok()(["U: q1"])["input_ids"][0]
+    # lazy: token ids kept (int32), no image tensor; each batch decodes its images
+    assert enc.lazy and enc.image_inputs == {} and enc.samples is view
+    assert len(enc) == 3 and enc.prompt_ids[1].tolist() == Tok()(["U: q1"])["input_ids"][0]
     want = np.asarray(PIL.Image.fromarray(arrays[2]).resize((4, 4)))
-    np.testing.assert_array_equal(enc.image_inputs["pixel_values"][2].numpy(), want)
+    np.testing.assert_array_equal(enc.images([2])["pixel_values"][0].numpy(), want)
+    # the same batches as encoding the decoded samples eagerly
+    eager = encode(Proc(), [s.materialize() for s in view], chunk=2)
+    assert not eager.lazy and eager.image_inputs["pixel_values"].shape[0] == 3
+    for cut in (train_batch, prompt_batch):
+        for idx in ([2, 0], [1]):
+            a, b = cut(enc, idx), cut(eager, idx)
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    mixed = concat([subset(enc, [1]), subset(eager, [0, 2])])  # lazy wins: images per batch
+    assert mixed.lazy and len(mixed) == 3
+    assert torch.equal(train_batch(mixed, [0, 1, 2])["pixel_values"],
+                       train_batch(eager, [1, 0, 2])["pixel_values"])
 
 
 # ------------------------------------------------------------------------------ CoIN

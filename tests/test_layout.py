@@ -20,7 +20,7 @@ TORCH_FREE = ["dmole_lab.config", "dmole_lab.store", "dmole_lab.analysis.metrics
               "dmole_lab.analysis.scoring", "dmole_lab.analysis.profiles",
               "dmole_lab.analysis.compare", "dmole_lab.analysis.usage",
               "dmole_lab.analysis.summaries", "dmole_lab.analysis.general",
-              "dmole_lab.analysis.rescore",
+              "dmole_lab.analysis.rescore", "dmole_lab.analysis.set_scores",
               "dmole_lab.dmole.allocation",
               "dmole_lab.viz.plots", "dmole_lab.viz.results", "dmole_lab.viz.report",
               "dmole_lab.viz.widgets"]

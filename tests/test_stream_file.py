@@ -148,7 +148,7 @@ def test_unknown_scorer_and_structure_errors(data_root, tmp_path, capsys):
     assert any("unknown scorer 'magic'" in str(p) and "[ScienceQA config]" in str(p)
                for p in check_stream(sf).errors)
     for old, new, msg in [("scorer: gqa", "scorer: gqa\n  colour: red", "unknown key 'colour'"),
-                          ("- name: GQA", "- name: VizWiz", "duplicate task name 'VizWiz'"),
+                          ("- name: GQA", "- name: VizWiz", "duplicate task or set name 'VizWiz'"),
                           ("  scorer: gqa\n", "", "missing field 'scorer'")]:
         bad.write_text(text.replace(old, new))
         with pytest.raises(StreamFileError, match=msg):

@@ -47,6 +47,7 @@ BAD: dict[str, list[str]] = {
     "stream.n_general": ["0"],
     "stream.general": ["mme", "general,general"],
     "stream.seed": ["-1"],
+    "stream.file": ["no/such/stream.yaml", "README.md"],
     "train.lr": ["0", "-1e-3", "nan", "inf", "fast"],
     "train.epochs": ["0"],
     "train.batch_size": ["0"],

@@ -26,8 +26,19 @@ HEADLINE = ("AVG", "Last", "BWT")
 def score_matrix(store: RunStore) -> pd.DataFrame:
     """Tidy score matrix of a run: stage, eval_task, metric, value (main metric per task)."""
     scores = store.table("scores")
-    main = scores[scores["metric"].isin(METRICS)]
-    return main[["stage", "eval_task", "metric", "value"]].reset_index(drop=True)
+    return main_scores(scores)[["stage", "eval_task", "metric", "value"]].reset_index(drop=True)
+
+
+def main_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a scores table that fill the score matrix (one per stage and eval task).
+
+    Tables written since stream files exist mark them (``main``); in older ones, and in
+    stages written before, the main row is the one named after one of our metrics."""
+    named = scores["metric"].isin(METRICS)
+    if "main" not in scores:
+        return scores[named]
+    marked = scores["main"].astype("boolean")
+    return scores[marked.fillna(pd.Series(named, index=scores.index)).astype(bool)]
 
 
 def metrics_table(sm: pd.DataFrame, manifest: dict) -> pd.DataFrame:

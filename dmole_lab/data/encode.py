@@ -3,16 +3,24 @@
 Samples are encoded once (image preprocessing and tokenisation are the slow part on a CPU) and
 batches are then cut from the cached tensors. Training batches are right-padded with the loss
 on answer tokens only; generation batches are left-padded prompts.
+
+Samples read from files (:mod:`dmole_lab.data.formats`: lazy samples that hold image paths) are
+encoded *lazily*: the token ids are cached (as int32 arrays), the image tensors are not; each
+batch decodes its images and runs the processor on them again, so a stream of any size never
+holds every image, or every pixel tensor, in memory. Both ways give the same batches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .formats.core import LazySample, SampleView
 from .tasks import Sample
 
 
@@ -22,17 +30,34 @@ class Encoded:
 
     ``prompt_ids[i]`` holds the chat-formatted prompt with image tokens already expanded,
     ``answer_ids[i]`` the answer tokens followed by EOS, and ``image_inputs`` every tensor the
-    processor returns for the images, indexed by sample along dim 0.
+    processor returns for the images, indexed by sample along dim 0. A lazy Encoded
+    (``processor`` set) keeps no image tensors: :meth:`images` makes them per batch.
     """
 
-    samples: list[Sample]
-    prompt_ids: list[list[int]]
-    answer_ids: list[list[int]]
+    samples: Sequence[Sample]
+    prompt_ids: list
+    answer_ids: list
     image_inputs: dict[str, torch.Tensor]
     pad_id: int
+    processor: Any = None
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def lazy(self) -> bool:
+        """True if image tensors are made per batch from the samples' image files."""
+        return self.processor is not None
+
+    def images(self, idx) -> dict[str, torch.Tensor]:
+        """The image tensors of samples ``idx`` (in that order), cut from the cache or, for a
+        lazy Encoded, decoded and processed now."""
+        if not self.lazy:
+            rows = torch.as_tensor(idx, dtype=torch.long)
+            return {k: v[rows] for k, v in self.image_inputs.items()}
+        part = [self.samples[int(i)] for i in idx]
+        out = _process(self.processor, part)
+        return {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
 
 
 def chat_prompt(processor, question: str) -> str:
@@ -42,21 +67,42 @@ def chat_prompt(processor, question: str) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def encode(processor, samples: list[Sample], chunk: int = 256) -> Encoded:
-    """Encode ``samples`` with ``processor`` (tokenizer + image processor) once."""
+def _process(processor, part: Sequence[Sample]):
+    """The processor's output for the prompts and images of ``part`` (images decoded now)."""
+    texts = [chat_prompt(processor, s.question) for s in part]
+    images = [Image.fromarray(s.image) for s in part]
+    return processor(text=texts, images=images, return_tensors="pt", padding=True,
+                     add_special_tokens=False)
+
+
+def is_lazy(samples: Sequence[Sample]) -> bool:
+    """True for samples read from files (a SampleView, or lazy samples): encode them lazily."""
+    return isinstance(samples, SampleView) or (
+        len(samples) > 0 and isinstance(samples[0], LazySample))
+
+
+def encode(processor, samples: Sequence[Sample], chunk: int = 256,
+           lazy: bool | None = None) -> Encoded:
+    """Encode ``samples`` with ``processor`` (tokenizer + image processor) once.
+
+    ``lazy`` (default: :func:`is_lazy`) keeps only the token ids; image tensors are then made
+    per batch (:meth:`Encoded.images`) and ``samples`` is kept as given (a file-backed view
+    stays on disk)."""
     tok = processor.tokenizer
     if tok.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; generation could never stop")
+    lazy = is_lazy(samples) if lazy is None else lazy
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    prompt_ids: list[list[int]] = []
+    prompt_ids: list = []
     image_parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(samples), chunk):
-        part = samples[start : start + chunk]
-        texts = [chat_prompt(processor, s.question) for s in part]
-        images = [Image.fromarray(s.image) for s in part]
-        out = processor(text=texts, images=images, return_tensors="pt", padding=True,
-                        add_special_tokens=False)
+        part = [samples[i] for i in range(start, min(start + chunk, len(samples)))]
+        out = _process(processor, part)
         mask = out["attention_mask"].bool()
+        if lazy:  # int32 arrays: a Python list of ints costs ~9x the memory
+            prompt_ids += [row[m].numpy().astype(np.int32) for row, m in
+                           zip(out["input_ids"], mask)]
+            continue
         prompt_ids += [row[m].tolist() for row, m in zip(out["input_ids"], mask)]
         for k, v in out.items():
             if k in ("input_ids", "attention_mask"):
@@ -67,27 +113,33 @@ def encode(processor, samples: list[Sample], chunk: int = 256) -> Encoded:
                     "this architecture needs per-batch image encoding"
                 )
             image_parts.setdefault(k, []).append(v)
-    answers = tok([" " + s.answer for s in samples], add_special_tokens=False)["input_ids"]
-    answer_ids = [a + [tok.eos_token_id] for a in answers]
+    answer_ids: list = []
+    for start in range(0, len(samples), chunk):
+        texts = [" " + samples[i].answer for i in range(start, min(start + chunk, len(samples)))]
+        for a in tok(texts, add_special_tokens=False)["input_ids"]:
+            a = a + [tok.eos_token_id]
+            answer_ids.append(np.asarray(a, dtype=np.int32) if lazy else a)
+    if lazy:
+        return Encoded(samples, prompt_ids, answer_ids, {}, pad_id, processor)
     image_inputs = {k: torch.cat(v) for k, v in image_parts.items()}
     return Encoded(list(samples), prompt_ids, answer_ids, image_inputs, pad_id)
 
 
 def train_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.Tensor]:
     """Right-padded batch of prompt + answer with labels = -100 everywhere but the answer."""
-    seqs = [enc.prompt_ids[i] + enc.answer_ids[i] for i in idx]
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), enc.pad_id, dtype=torch.long)
+    width = max(len(enc.prompt_ids[i]) + len(enc.answer_ids[i]) for i in idx)
+    ids = torch.full((len(idx), width), enc.pad_id, dtype=torch.long)
     labels = torch.full_like(ids, -100)
     attn = torch.zeros_like(ids)
     for r, i in enumerate(idx):
         p, a = enc.prompt_ids[i], enc.answer_ids[i]
         n = len(p) + len(a)
-        ids[r, :n] = torch.tensor(p + a)
-        labels[r, len(p) : n] = torch.tensor(a)
+        ids[r, : len(p)] = torch.as_tensor(p)
+        ids[r, len(p) : n] = torch.as_tensor(a)
+        labels[r, len(p) : n] = torch.as_tensor(a)
         attn[r, :n] = 1
     batch = {"input_ids": ids, "attention_mask": attn, "labels": labels}
-    batch.update({k: v[torch.as_tensor(idx)] for k, v in enc.image_inputs.items()})
+    batch.update(enc.images(idx))
     return batch
 
 
@@ -98,10 +150,10 @@ def prompt_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.T
     ids = torch.full((len(seqs), width), enc.pad_id, dtype=torch.long)
     attn = torch.zeros_like(ids)
     for r, s in enumerate(seqs):
-        ids[r, width - len(s) :] = torch.tensor(s)
+        ids[r, width - len(s) :] = torch.as_tensor(s)
         attn[r, width - len(s) :] = 1
     batch = {"input_ids": ids, "attention_mask": attn}
-    batch.update({k: v[torch.as_tensor(idx)] for k, v in enc.image_inputs.items()})
+    batch.update(enc.images(idx))
     return batch
 
 
@@ -126,21 +178,31 @@ def to_device(batch: dict[str, torch.Tensor], device, dtype=None) -> dict[str, t
 def subset(enc: Encoded, idx: np.ndarray | list[int]) -> Encoded:
     """The samples ``idx`` of ``enc`` (in that order, repeats allowed) as a new Encoded."""
     idx = [int(i) for i in idx]
-    rows = torch.as_tensor(idx, dtype=torch.long)
     return Encoded([enc.samples[i] for i in idx], [enc.prompt_ids[i] for i in idx],
                    [enc.answer_ids[i] for i in idx],
-                   {k: v[rows] for k, v in enc.image_inputs.items()}, enc.pad_id)
+                   {} if enc.lazy else enc.images(idx), enc.pad_id, enc.processor)
 
 
 def concat(parts: list[Encoded]) -> Encoded:
     """``parts`` one after the other; image tensors are concatenated along dim 0 (samples).
 
     Raises ValueError if the parts were encoded differently: another pad id, other image
-    input names, or image tensors whose per-sample shapes differ.
+    input names, or image tensors whose per-sample shapes differ. If any part is lazy the
+    result is lazy (its images are made per batch from the samples).
     """
     if not parts:
         raise ValueError("concat needs at least one Encoded")
     first = parts[0]
+    lazy = next((p for p in parts if p.lazy), None)
+    if lazy is not None:
+        for p in parts[1:]:
+            if p.pad_id != first.pad_id:
+                raise ValueError(f"pad ids differ ({first.pad_id} vs {p.pad_id}): the parts "
+                                 "were encoded by different tokenizers")
+        return Encoded([s for p in parts for s in p.samples],
+                       [x for p in parts for x in p.prompt_ids],
+                       [x for p in parts for x in p.answer_ids], {}, first.pad_id,
+                       lazy.processor)
     for p in parts[1:]:
         if p.pad_id != first.pad_id:
             raise ValueError(f"pad ids differ ({first.pad_id} vs {p.pad_id}): the parts were "

@@ -11,14 +11,23 @@ Schema (every key not listed is an error)::
         test_format: coin            # coin (default) | llava
         answers: path/problems.json  # optional, coin only: separate answer file
         image_root: path/cl_dataset  # required: folder the records' image paths start from
-        scorer: option               # required: a name of analysis.scoring.SCORERS
-        prompt_suffix: "..."         # optional text appended to each question
-        max_train: 1000              # optional positive caps on the samples used
-        max_test: 500
-    general:                         # optional general-ability benchmarks
+        scorer: option               # required: a field scorer (analysis.scoring.SCORERS)
+                                     # or one of our own metrics as lab:exact, lab:option,
+                                     # lab:cider, lab:iou (analysis.set_scores)
+        prompt_suffix: "..."         # optional text appended (after a newline) to each
+                                     # test question, as the field's evaluation scripts do
+        max_train: 1000              # optional positive caps on the samples used (the
+        max_test: 500                # first ones of each file)
+        max_new_tokens: 16           # optional generation cap (default: by scorer)
+    general:                         # optional held-out sets, scored after every stage
       pope: {paths: [a.json, ...], image_root: coco/val2014}   # image_root optional
       mme: {root: MME_Benchmark_release_version}
       mmmu: {paths: [mmmu/validation.jsonl], image_root: mmmu} # image_root optional
+      <name>: {test: ..., image_root: ..., scorer: ...}  # any other name, or any entry with
+                                     # a test key: a test set with the test keys of a task
+                                     # (test_format, answers, prompt_suffix, max_test, ...)
+    The benchmarks also take max_test and max_new_tokens (MME's cap is rounded down to
+    whole image pairs).
 
 Paths: ``${VAR}`` / ``$VAR`` environment variables and ``~`` are expanded (an unset variable
 is an error), then a relative path is taken relative to the YAML file's folder.
@@ -35,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmole_lab.analysis.scoring import SCORERS
+from dmole_lab.analysis.set_scores import TASK_SCORERS
 from dmole_lab.data.formats import (
     Levelled,
     Problem,
@@ -49,12 +58,16 @@ from dmole_lab.data.formats import (
 
 TEST_FORMATS = ("coin", "llava")
 TASK_KEYS = ("name", "train", "test", "test_format", "answers", "image_root", "scorer",
-             "prompt_suffix", "max_train", "max_test")
+             "prompt_suffix", "max_train", "max_test", "max_new_tokens")
 TASK_REQUIRED = ("name", "train", "test", "image_root", "scorer")
+#: Keys of a general set that is not a named benchmark: a task without training data.
+SET_KEYS = tuple(k for k in TASK_KEYS if k not in ("name", "train", "max_train"))
+SET_REQUIRED = ("test", "image_root", "scorer")
 TOP_KEYS = ("name", "description", "tasks", "general")
-GENERAL_KEYS = {"pope": (("paths",), ("paths", "image_root", "split")),
-                "mme": (("root",), ("root", "subtasks")),
-                "mmmu": (("paths",), ("paths", "image_root"))}
+_BENCH_CAPS = ("max_test", "max_new_tokens")
+GENERAL_KEYS = {"pope": (("paths",), ("paths", "image_root", "split", *_BENCH_CAPS)),
+                "mme": (("root",), ("root", "subtasks", *_BENCH_CAPS)),
+                "mmmu": (("paths",), ("paths", "image_root", *_BENCH_CAPS))}
 IMAGE_CHECKS = ("exists", "verify", "skip")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -65,10 +78,11 @@ class StreamFileError(ValueError):
 
 @dataclass(frozen=True)
 class TaskEntry:
-    """One task of a stream file; every path already expanded and absolute."""
+    """One task of a stream file (or a held-out set: ``train`` None); every path already
+    expanded and absolute."""
 
     name: str
-    train: Path
+    train: Path | None
     test: Path
     image_root: Path
     scorer: str
@@ -77,18 +91,20 @@ class TaskEntry:
     prompt_suffix: str = ""
     max_train: int | None = None
     max_test: int | None = None
+    max_new_tokens: int | None = None
 
 
 @dataclass(frozen=True)
 class StreamFile:
-    """A parsed stream file: the tasks in order and the general benchmarks (name -> options,
-    paths absolute)."""
+    """A parsed stream file: the tasks in order, the general benchmarks (name -> options,
+    paths absolute) and the other held-out sets (tasks without training data)."""
 
     path: Path
     tasks: list[TaskEntry]
     general: dict[str, dict[str, Any]] = field(default_factory=dict)
     name: str = ""
     description: str = ""
+    sets: list[TaskEntry] = field(default_factory=list)
 
     @property
     def task_names(self) -> list[str]:
@@ -131,17 +147,23 @@ def _cap(value: Any, where: str, src: Path) -> int | None:
     return value
 
 
-def _task(d: Any, i: int, base: Path, src: Path) -> TaskEntry:
-    where = f"tasks[{i}]"
-    _check_keys(d, TASK_KEYS, TASK_REQUIRED, where, src)
+def _task(d: Any, i: int | str, base: Path, src: Path) -> TaskEntry:
+    """A task (``i`` its position) or, for ``i`` a name, a held-out set of ``general``."""
+    is_set = isinstance(i, str)
+    where = f"general.{i}" if is_set else f"tasks[{i}]"
+    if is_set:
+        _check_keys(d, SET_KEYS, SET_REQUIRED, where, src)
+        d = {**d, "name": i}
+    else:
+        _check_keys(d, TASK_KEYS, TASK_REQUIRED, where, src)
     name = d["name"]
     if not isinstance(name, str) or not name.strip():
         raise StreamFileError(f"{src}: {where}.name: expected a non-empty string")
-    where = f"task {name!r}"
+    where = f"set {name!r}" if is_set else f"task {name!r}"
     scorer = d["scorer"]
-    if scorer not in SCORERS:
+    if scorer not in TASK_SCORERS:
         raise StreamFileError(f"{src}: {where}: unknown scorer {scorer!r}; allowed: "
-                              f"{', '.join(SCORERS)}")
+                              f"{', '.join(TASK_SCORERS)}")
     fmt = d.get("test_format", "coin")
     if fmt not in TEST_FORMATS:
         raise StreamFileError(f"{src}: {where}: test_format {fmt!r} is not one of "
@@ -153,7 +175,7 @@ def _task(d: Any, i: int, base: Path, src: Path) -> TaskEntry:
         raise StreamFileError(f"{src}: {where}.prompt_suffix: expected a string")
     return TaskEntry(
         name=name,
-        train=_expand(d["train"], f"{where}.train", base, src),
+        train=None if is_set else _expand(d["train"], f"{where}.train", base, src),
         test=_expand(d["test"], f"{where}.test", base, src),
         image_root=_expand(d["image_root"], f"{where}.image_root", base, src),
         scorer=scorer, test_format=fmt,
@@ -162,19 +184,32 @@ def _task(d: Any, i: int, base: Path, src: Path) -> TaskEntry:
         prompt_suffix=suffix,
         max_train=_cap(d.get("max_train"), f"{where}.max_train", src),
         max_test=_cap(d.get("max_test"), f"{where}.max_test", src),
+        max_new_tokens=_cap(d.get("max_new_tokens"), f"{where}.max_new_tokens", src),
     )
 
 
-def _general(d: Any, base: Path, src: Path) -> dict[str, dict[str, Any]]:
+def _general(d: Any, base: Path, src: Path
+             ) -> tuple[dict[str, dict[str, Any]], list[TaskEntry]]:
+    """(benchmarks: name -> options, other held-out sets) of the ``general`` mapping."""
     if d is None:
-        return {}
-    _check_keys(d, tuple(GENERAL_KEYS), (), "general", src)
+        return {}, []
+    if not isinstance(d, dict):
+        raise StreamFileError(f"{src}: general: expected a mapping, got {type(d).__name__}")
     out: dict[str, dict[str, Any]] = {}
+    # an entry with a test file is a held-out set whatever its name (the exported synthetic
+    # stream has a set named pope); any other entry must be a named benchmark
+    is_set = {name: name not in GENERAL_KEYS or (isinstance(o, dict) and "test" in o)
+              for name, o in d.items()}
+    sets = [_task(opts, str(name), base, src) for name, opts in d.items() if is_set[name]]
     for bench, opts in d.items():
+        if is_set[bench]:
+            continue
         required, allowed = GENERAL_KEYS[bench]
         where = f"general.{bench}"
         _check_keys(opts, allowed, required, where, src)
         o = dict(opts)
+        for key in _BENCH_CAPS:
+            o[key] = _cap(o.get(key), f"{where}.{key}", src)
         if "paths" in o:
             paths = o["paths"] if isinstance(o["paths"], list) else [o["paths"]]
             if not paths:
@@ -184,7 +219,7 @@ def _general(d: Any, base: Path, src: Path) -> dict[str, dict[str, Any]]:
             if o.get(key) is not None:
                 o[key] = _expand(o[key], f"{where}.{key}", base, src)
         out[bench] = o
-    return out
+    return out, sets
 
 
 def load_stream_file(path: str | os.PathLike) -> StreamFile:
@@ -209,12 +244,14 @@ def load_stream_file(path: str | os.PathLike) -> StreamFile:
         raise StreamFileError(f"{src}: tasks: expected a non-empty list of tasks")
     base = src.resolve().parent
     tasks = [_task(d, i, base, src) for i, d in enumerate(doc["tasks"])]
-    dup = [n for n, c in Counter(t.name for t in tasks).items() if c > 1]
+    general, sets = _general(doc.get("general"), base, src)
+    names = [t.name for t in tasks] + list(general) + [s.name for s in sets]
+    dup = [n for n, c in Counter(names).items() if c > 1]
     if dup:
-        raise StreamFileError(f"{src}: duplicate task name {dup[0]!r}")
-    return StreamFile(path=src, tasks=tasks, general=_general(doc.get("general"), base, src),
+        raise StreamFileError(f"{src}: duplicate task or set name {dup[0]!r}")
+    return StreamFile(path=src, tasks=tasks, general=general,
                       name=str(doc.get("name") or src.stem),
-                      description=str(doc.get("description") or ""))
+                      description=str(doc.get("description") or ""), sets=sets)
 
 
 @dataclass(frozen=True)
@@ -287,12 +324,13 @@ def check_stream(stream_file: StreamFile | str | os.PathLike, images: str = "exi
         raise ValueError(f"images {images!r} is not one of {', '.join(IMAGE_CHECKS)}")
     sf = stream_file if isinstance(stream_file, StreamFile) else load_stream_file(stream_file)
     out = StreamReport(sf)
-    for t in sf.tasks:
-        if t.scorer not in SCORERS:
+    for t in [*sf.tasks, *sf.sets]:
+        if t.scorer not in TASK_SCORERS:
             out.problems.append(StreamProblem(t.name, "config", Problem(
-                str(sf.path), f"unknown scorer {t.scorer!r}; allowed: {', '.join(SCORERS)}",
-                field="scorer")))
-        out._add(t.name, "train", check_llava(t.train, t.image_root, images=images))
+                str(sf.path), f"unknown scorer {t.scorer!r}; allowed: "
+                              f"{', '.join(TASK_SCORERS)}", field="scorer")))
+        if t.train is not None:
+            out._add(t.name, "train", check_llava(t.train, t.image_root, images=images))
         if t.test_format == "llava":
             test = check_llava(t.test, t.image_root, images=images)
         else:

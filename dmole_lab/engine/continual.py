@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from dmole_lab.analysis.summaries import write_tables
 from dmole_lab.config import RunConfig, check_config, resolve_path
 from dmole_lab.data.encode import encode
-from dmole_lab.data.stream import build_stream, validate_tasks
+from dmole_lab.data.stream import build_stream, check_stream_config, stream_fingerprint_of
 from dmole_lab.methods import check_method, make_method
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import check_model_folder, load_model, resolve_device
@@ -33,10 +33,11 @@ from dmole_lab.training.stage import train_stage
 
 def check_run(cfg: RunConfig) -> None:
     """Every check of a run that needs no model weights, so bad input fails before anything is
-    loaded or written: the whole config (ConfigError), the method and the stream order
-    (ValueError), the model folder and its architecture (ModelLoadError), dtype and device."""
+    loaded or written: the whole config (ConfigError), the method and the stream (ValueError:
+    the task order, or a stream file's structure and every data file, as check-data does),
+    the model folder and its architecture (ModelLoadError), dtype and device."""
     check_config(cfg)
-    validate_tasks(cfg.stream.tasks)
+    check_stream_config(cfg.stream)
     check_method(cfg.method)
     check_model_folder(resolve_path(cfg.model.path))
     resolve_device(cfg.model.device)
@@ -68,14 +69,17 @@ def _run(cfg: RunConfig, store: RunStore, progress: bool, callbacks: tuple) -> N
     method = make_method(cfg, anatomy)
     wanted = stream.eval_sets() if cfg.eval.general else stream.test
     eval_sets = {name: encode(processor, samples) for name, samples in wanted.items()}
-    store.start(cfg)  # the manifest: from here on the run exists
+    # the manifest: from here on the run exists
+    store.start(cfg, tasks=list(stream.tasks), data=stream_fingerprint_of(stream))
     method.artifacts = store.root
+    method.train_set = lambda task: encode(processor, stream.train[task])
 
     def finish(stage: int, state=None, log=None, extra_info=None, extra_tables=None) -> None:
         scores, preds = evaluate(
             model, processor, eval_sets, cfg.eval, stage, progress=progress,
             before_batch=lambda name, idx: method.before_eval_batch(model, name,
-                                                                     eval_sets[name], idx))
+                                                                     eval_sets[name], idx),
+            spec_of=stream.spec)
         tables = {"scores": scores, "predictions": preds, **(extra_tables or {})}
         tables.update({k: v.assign(stage=stage) for k, v in method.after_eval(model).items()})
         info = {**(extra_info or {}), **method.info()}

@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from dmole_lab.config import RunConfig
+from dmole_lab.data.stream import stream_tasks
 from dmole_lab.store import RunStore
 
 
@@ -66,7 +67,7 @@ def run_parallel(cfgs: list[RunConfig], jobs: int, progress: bool = True,
         check_run(cfg)
     jobs = min(jobs, len(cfgs))
     threads = threads or threads_per_job(jobs)
-    total = sum(len(c.stream.tasks) + 1 for c in cfgs)
+    total = sum(len(stream_tasks(c.stream)) + 1 for c in cfgs)
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool, \
             tqdm(total=total, desc=f"{len(cfgs)} runs in {jobs} processes", unit="stage",

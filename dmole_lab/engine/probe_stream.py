@@ -15,7 +15,12 @@ from tqdm.auto import tqdm
 
 from dmole_lab.config import RunConfig, check_config, resolve_path
 from dmole_lab.data.encode import encode
-from dmole_lab.data.stream import build_stream, validate_tasks
+from dmole_lab.data.stream import (
+    build_stream,
+    check_stream_config,
+    stream_fingerprint_of,
+    stream_file_of,
+)
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import check_model_folder, load_model, resolve_device
 from dmole_lab.probes.sensitivity import check_proxies, probe_batches, sensitivity
@@ -26,10 +31,15 @@ from dmole_lab.store import RunStore
 PROBE_EXCLUDE = ("runs_dir", "pretrain", "method", "lora", "eval", "dmole")
 
 
-def probe_plan(cfg: RunConfig) -> tuple[int, int, list[int]]:
-    """(batch size, K+1 of the method, every batch count to store) for ``cfg``."""
+def probe_plan(cfg: RunConfig, n_train: int | None = None) -> tuple[int, int, list[int]]:
+    """(batch size, K+1 of the method, every batch count to store) for ``cfg``.
+
+    ``n_train``: the size of a task's training set (default ``stream.n_train``; a stream
+    file's tasks differ in size, so there ``probe.batches`` must be set, or the smallest
+    task's size is passed)."""
     bs = cfg.probe.batch_size or cfg.train.batch_size
-    default = cfg.probe.batches or probe_batches(cfg.stream.n_train, bs, cfg.probe.share)
+    n_train = cfg.stream.n_train if n_train is None else n_train
+    default = cfg.probe.batches or probe_batches(n_train, bs, cfg.probe.share)
     counts = sorted({*cfg.probe.sweep, default})
     if counts[0] < 1 or bs < 1:
         raise ValueError(f"probe batch counts and batch size must be >= 1; got counts {counts}, "
@@ -48,9 +58,9 @@ def check_probe(cfg: RunConfig) -> tuple[int, int, list[int]]:
     """Every check of a probe that needs no weights (config, tasks, proxies, batch plan, model
     folder, device); returns :func:`probe_plan`. Bad input fails here, before any write."""
     check_config(cfg)
-    validate_tasks(cfg.stream.tasks)
+    check_stream_config(cfg.stream)
     check_proxies(cfg.probe.proxies)
-    plan = probe_plan(cfg)
+    plan = probe_plan(cfg, 1 if stream_file_of(cfg.stream) else None)
     check_model_folder(resolve_path(cfg.model.path))
     resolve_device(cfg.model.device)
     return plan
@@ -67,11 +77,14 @@ def probe_stream(cfg: RunConfig, progress: bool = True) -> RunStore:
 
 def _probe(cfg: RunConfig, store: RunStore, progress: bool) -> None:
     """The body of :func:`probe_stream`, with the run folder locked."""
-    bs, default, counts = probe_plan(cfg)
     model, processor = load_model(cfg.model)
     anatomy = anatomy_of(model)
     stream = build_stream(cfg.stream, progress=progress)
-    store.start(cfg, kind="probe", exclude=PROBE_EXCLUDE)  # the manifest: the probe exists
+    bs, default, counts = probe_plan(
+        cfg, None if stream.source is None else min(len(v) for v in stream.train.values()))
+    # the manifest: the probe exists
+    store.start(cfg, kind="probe", exclude=PROBE_EXCLUDE, tasks=list(stream.tasks),
+                data=stream_fingerprint_of(stream))
     store.update_manifest(probe_batches=default, batch_counts=counts, batch_size=bs)
     bar = tqdm(list(enumerate(stream.tasks, 1)), desc="probing tasks", disable=not progress)
     for t, task in bar:

@@ -30,6 +30,9 @@ class ContinualMethod:
         self.anatomy = anatomy
         #: folder for files a method exports (e.g. PEFT adapters); set by the runner
         self.artifacts: Path | None = None
+        #: task name -> that task's training set, encoded as the runner encodes it (set by
+        #: the runner; a method that replays earlier tasks calls it after a resume)
+        self.train_set: Callable[[str], Encoded] | None = None
         #: figures of the current stage for the manifest (returned and cleared by ``info``)
         self.stage_info: dict = {}
         #: tables of the current stage (returned and cleared by ``after_eval``)

@@ -12,17 +12,15 @@ stage has trained jointly on all tasks. This is joint training over the tasks se
 equal compute, not a separate run from scratch per stage; stage 1 trains on task 1 alone.
 
 Every task's encoded training set is kept from ``begin_task`` (memory grows with the stream).
-A resumed run re-creates the sets of the finished stages from the stream config, which is
-deterministic, so it draws the same mixes as an uninterrupted run.
+A resumed run re-creates the sets of the finished stages through the runner's ``train_set``
+(the same stream, encoded the same way), so it draws the same mixes as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dmole_lab.config import resolve_path
-from dmole_lab.data.encode import Encoded, concat, encode, subset
-from dmole_lab.data.tasks import make_samples
+from dmole_lab.data.encode import Encoded, concat, subset
 from dmole_lab.seeding import stage_seed
 
 from .base import register
@@ -76,10 +74,8 @@ class MultiTask(SequentialFT):
 
     def _rebuild(self, task: str) -> Encoded:
         """Task ``task``'s training set encoded as the runner encodes it (after a resume)."""
-        from transformers import AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(str(resolve_path(self.cfg.model.path)),
-                                                  local_files_only=True)
-        s = self.cfg.stream
-        self.seen[task] = encode(processor, make_samples(task, s.n_train, "train", s.seed))
+        if self.train_set is None:
+            raise RuntimeError("multitask needs the runner's train_set to rebuild the data of "
+                               f"task {task!r} after a resume")
+        self.seen[task] = self.train_set(task)
         return self.seen[task]

@@ -10,10 +10,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dmole_lab.analysis.scoring import score
+from dmole_lab.analysis.set_scores import score_set
 from dmole_lab.config import EvalConfig
 from dmole_lab.data.encode import Encoded, placement, prompt_batch, to_device
-from dmole_lab.data.tasks import task_spec
+from dmole_lab.data.stream import SetSpec, Stream
 
 
 @torch.no_grad()
@@ -41,30 +41,45 @@ def generate(model, processor, data: Encoded, batch_size: int, max_new_tokens: i
     return out
 
 
+def _image_size(samples) -> Callable[[int], tuple[int, int]]:
+    def size(i: int) -> tuple[int, int]:
+        h, w = samples[i].image.shape[:2]
+        return int(w), int(h)
+    return size
+
+
 def evaluate(model, processor, sets: dict[str, Encoded], cfg: EvalConfig, stage: int,
              progress: bool = True,
              before_batch: Callable[[str, np.ndarray], None] | None = None,
+             spec_of: Callable[[str], SetSpec] | None = None,
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score ``model`` on every set; returns tidy (scores, predictions) tables for ``stage``.
 
-    scores: stage, eval_task, metric, value (plus extra rows such as bleu4, with their own
-    metric name); predictions: stage, eval_task, index, question, prediction, reference, score.
+    ``spec_of(name)`` says how set ``name`` is scored (default: a synthetic set's task, as
+    :meth:`Stream.spec`); scoring: :func:`dmole_lab.analysis.set_scores.score_set`.
+    scores: stage, eval_task, metric, value, seconds, main (True on the row of the score
+    matrix; extra rows such as bleu4 or pope_f1 have their own metric name);
+    predictions: stage, eval_task, index, question, prediction, reference, score.
     """
+    spec_of = spec_of or Stream((), {}, {}, {}).spec
     score_rows, pred_frames = [], []
     for name, data in tqdm(sets.items(), desc=f"eval stage {stage}", disable=not progress,
                            leave=False):
-        spec = task_spec(name)
+        spec = spec_of(name)
         t0 = time.perf_counter()
         hook = (lambda idx, name=name: before_batch(name, idx)) if before_batch else None
         preds = generate(model, processor, data, cfg.batch_size,
                          min(cfg.max_new_tokens, spec.max_new_tokens), hook)
         refs = [s.answer for s in data.samples]
-        value, per, extra = score(spec.metric, preds, refs, cider_scale=cfg.cider_scale)
-        score_rows.append({"stage": stage, "eval_task": name, "metric": spec.metric,
-                           "value": value, "seconds": time.perf_counter() - t0})
-        for k, v in extra.items():
+        result = score_set(spec.scorer, preds, refs, [s.meta for s in data.samples],
+                           cider_scale=cfg.cider_scale, image_size=_image_size(data.samples))
+        per = result.per_sample
+        score_rows.append({"stage": stage, "eval_task": name, "metric": result.metric,
+                           "value": result.value, "seconds": time.perf_counter() - t0,
+                           "main": True})
+        for k, v in result.extras.items():
             score_rows.append({"stage": stage, "eval_task": name, "metric": k, "value": v,
-                               "seconds": 0.0})
+                               "seconds": 0.0, "main": False})
         pred_frames.append(pd.DataFrame({
             "stage": stage, "eval_task": name, "index": np.arange(len(preds)),
             "question": [s.question for s in data.samples], "prediction": preds,
