@@ -372,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({len(e.report.errors)} error(s), listed above); nothing was written",
               file=sys.stderr)
         return 2
-    except (ConfigError, ModelLoadError, RunFolderError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ModelLoadError, RunFolderError, ValueError, FileNotFoundError,
+            FileExistsError) as e:
         reason = " ".join(str(e).split())  # one line, whatever the message
         print(f"dmole-lab {args.command}: error: {reason}", file=sys.stderr)
         return 2

@@ -38,6 +38,11 @@ SMOKE = os.environ.get("DMOLE_SMOKE", "0") == "1"  # CI: seconds-long recompute 
 RECOMPUTE = SMOKE  # True: train D-MoLE and sequential LoRA here instead of reading results/
 PRESET = "smoke" if SMOKE else "tiny"
 OVERRIDES = {"runs_dir": tempfile.mkdtemp(), "dmole.router_epochs": 5} if SMOKE else {}
+# Your own data: DMOLE_STREAM_FILE=path/to/stream.yaml (docs/data.md) recomputes every
+# figure on that stream with the same code (`dmole-lab export` writes one to try).
+STREAM_FILE = os.environ.get("DMOLE_STREAM_FILE", "")
+if STREAM_FILE:
+    RECOMPUTE, OVERRIDES = True, {**OVERRIDES, "stream.file": STREAM_FILE}
 
 # %%
 import pandas as pd

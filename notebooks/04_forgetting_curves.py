@@ -42,6 +42,11 @@ PRESET = "smoke" if SMOKE else "tiny"
 METHODS = "seq-lora,dmole,dmole-v1" if SMOKE else None  # None: every peer and ablation
 SEEDS = "0,1" if SMOKE else "0,1,2"
 OVERRIDES = {"dmole.router_epochs": 5} if SMOKE else {}
+# Your own data: DMOLE_STREAM_FILE=path/to/stream.yaml (docs/data.md) recomputes every
+# figure on that stream with the same code (`dmole-lab export` writes one to try).
+STREAM_FILE = os.environ.get("DMOLE_STREAM_FILE", "")
+if STREAM_FILE:
+    RECOMPUTE, OVERRIDES = True, {**OVERRIDES, "stream.file": STREAM_FILE}
 
 # %%
 import pandas as pd

@@ -6,8 +6,10 @@ file."""
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from dmole_lab.models.tiny import TinySpec  # noqa: E402
 
+STREAMS = Path(__file__).resolve().parents[1] / "configs" / "streams"
 MICRO = TinySpec(vision_hidden=32, vision_layers=2, vision_heads=2, patch_size=16,
                  text_hidden=32, text_layers=2, text_heads=2, vocab_size=256)
 
@@ -254,3 +257,68 @@ def shaped_sensitivity_table():
     """:func:`sensitivity_table` with module shapes: vision 4 -> 8, LLM 8 -> 8."""
     t = _sensitivity_table()
     return t.assign(in_features=np.where(t.tower == "vision", 4, 8), out_features=8)
+
+
+# ------------------------------------------------------------------ data in the field's formats
+
+def _img(i: int) -> np.ndarray:
+    return np.full((6, 6, 3), 20 * i % 255, dtype=np.uint8)
+
+
+def _samples(task: str, n: int = 2, box: bool = False) -> list:
+    from dmole_lab.data.tasks import Sample
+
+    if box:
+        return [Sample(task, _img(i), f"where {i}?", "[0.1, 0.2, 0.5, 0.6]",
+                       {"box": [0.1, 0.2, 0.5, 0.6]}) for i in range(n)]
+    return [Sample(task, _img(i), f"question {i}?", "A" if i % 2 == 0 else "B")
+            for i in range(n)]
+
+
+def _build_stream_data(root: Path) -> None:
+    """A few records per task, in the layout each shipped stream file documents."""
+    from dmole_lab.data.formats import (
+        write_coin,
+        write_llava,
+        write_mme,
+        write_mmmu,
+        write_pope,
+    )
+    from dmole_lab.data.stream_file import load_stream_file
+    from dmole_lab.data.tasks import Sample
+
+    cl = root / "cl_dataset"
+    for t in load_stream_file(STREAMS / "coin.yaml").tasks:
+        d = root / "playground" / "Instructions_Original" / t.name
+        write_llava(_samples(t.name), d / "train.json", cl, image_subdir=t.name)
+        write_coin(_samples(t.name, box=t.name == "Grounding"), d / "test.json", None, cl,
+                   image_subdir=t.name)
+    (cl / "ScienceQA" / "problems.json").write_text(json.dumps(
+        {str(i): {"answer": i, "choices": ["x", "y"]} for i in range(2)}))
+    (cl / "TextVQA" / "TextVQA_0.5.1_val.json").write_text(json.dumps(
+        {"data": [{"question_id": i, "answers": ["a"] * 10} for i in range(2)]}))
+    for t in load_stream_file(STREAMS / "dmole.yaml").tasks:
+        box = t.scorer == "grounding"
+        write_llava(_samples(t.name, box=box), t.train, t.image_root)
+        write_llava(_samples(t.name, box=box), t.test, t.image_root)
+    for split in ("random", "popular", "adversarial"):
+        write_pope([Sample("pope", _img(i), "Is there a cat?", "yes" if i else "no")
+                    for i in range(2)], root / "pope" / f"coco_pope_{split}.json",
+                   root / "coco" / "val2014", image_subdir=split, split=split)
+    write_mme([Sample("mme", _img(1), q, a, {"subtask": "existence", "image_id": "im1"})
+               for q, a in [("Is it red?", "Yes"), ("Is it blue?", "No")]],
+              root / "MME_Benchmark_release_version")
+    write_mmmu([Sample("mmmu", _img(i), "Which?", "B",
+                       {"options": ["p", "q"], "subject": "Art", "id": f"validation_Art_{i}"})
+                for i in range(2)], root / "mmmu" / "validation.jsonl")
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """DATA_ROOT of a fixture in the layout of configs/streams/coin.yaml and dmole.yaml: two
+    records per task (6x6 images), POPE's three splits, one MME image pair, two MMMU
+    questions."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path / "data"))
+    _build_stream_data(tmp_path / "data")
+    return tmp_path / "data"

@@ -39,3 +39,45 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                  for o in c.get("outputs", []))
     assert images >= 3, "a walkthrough draws its figures"
+
+
+@pytest.fixture(scope="session")
+def smoke_stream_file(tmp_path_factory):
+    """The smoke preset's stream exported as files (what a user's own data looks like)."""
+    from dmole_lab.config import build_config
+    from dmole_lab.data.export import export_stream
+
+    return export_stream(build_config("smoke", {}).stream, tmp_path_factory.mktemp("stream"),
+                         progress=False)
+
+
+#: One notebook per recompute path: probe + run (01), open_or_run (02; 03 is the same), the
+#: comparison sweep (04).
+STREAM_FILE_NOTEBOOKS = [p for p in NOTEBOOKS if not p.stem.startswith("03")]
+
+
+@pytest.mark.parametrize("path", STREAM_FILE_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_a_stream_file(path, smoke_stream_file, monkeypatch):
+    """DMOLE_STREAM_FILE recomputes the notebook on a stream file with no other change."""
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("DMOLE_SMOKE", "1")
+    monkeypatch.setenv("DMOLE_STREAM_FILE", str(smoke_stream_file))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    nb = jupytext.read(path)
+    nb.cells.append(nbformat_cell(
+        "import json\nprint(json.dumps({'stream_file': OVERRIDES.get('stream.file'), "
+        "'recompute': RECOMPUTE}))"))
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.output_type == "error"]
+    assert not errors
+    last = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    assert f'"stream_file": "{smoke_stream_file}"' in last and '"recompute": true' in last
+
+
+def nbformat_cell(source: str):
+    import nbformat
+
+    return nbformat.v4.new_code_cell(source)

@@ -5,69 +5,19 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dmole_lab.cli import main
-from dmole_lab.data.formats import write_coin, write_llava, write_mme, write_mmmu, write_pope
 from dmole_lab.data.stream_file import (
     StreamFileError,
     check_stream,
     load_stream_file,
 )
-from dmole_lab.data.tasks import Sample
 
 STREAMS = Path(__file__).resolve().parents[1] / "configs" / "streams"
 COIN = STREAMS / "coin.yaml"
 DMOLE = STREAMS / "dmole.yaml"
-
-
-def _img(i: int) -> np.ndarray:
-    return np.full((6, 6, 3), 20 * i % 255, dtype=np.uint8)
-
-
-def _samples(task: str, n: int = 2, box: bool = False) -> list[Sample]:
-    if box:
-        return [Sample(task, _img(i), f"where {i}?", "[0.1, 0.2, 0.5, 0.6]",
-                       {"box": [0.1, 0.2, 0.5, 0.6]}) for i in range(n)]
-    return [Sample(task, _img(i), f"question {i}?", "A" if i % 2 == 0 else "B")
-            for i in range(n)]
-
-
-def build_fixture(root: Path) -> None:
-    """A few records per task, in the layout each shipped stream file documents."""
-    cl = root / "cl_dataset"
-    for t in load_stream_file(COIN).tasks:
-        d = root / "playground" / "Instructions_Original" / t.name
-        write_llava(_samples(t.name), d / "train.json", cl, image_subdir=t.name)
-        write_coin(_samples(t.name, box=t.name == "Grounding"), d / "test.json", None, cl,
-                   image_subdir=t.name)
-    (cl / "ScienceQA" / "problems.json").write_text(json.dumps(
-        {str(i): {"answer": i, "choices": ["x", "y"]} for i in range(2)}))
-    (cl / "TextVQA" / "TextVQA_0.5.1_val.json").write_text(json.dumps(
-        {"data": [{"question_id": i, "answers": ["a"] * 10} for i in range(2)]}))
-    for t in load_stream_file(DMOLE).tasks:
-        box = t.scorer == "grounding"
-        write_llava(_samples(t.name, box=box), t.train, t.image_root)
-        write_llava(_samples(t.name, box=box), t.test, t.image_root)
-    for split in ("random", "popular", "adversarial"):
-        write_pope([Sample("pope", _img(i), "Is there a cat?", "yes" if i else "no")
-                    for i in range(2)], root / "pope" / f"coco_pope_{split}.json",
-                   root / "coco" / "val2014", image_subdir=split, split=split)
-    write_mme([Sample("mme", _img(1), q, a, {"subtask": "existence", "image_id": "im1"})
-               for q, a in [("Is it red?", "Yes"), ("Is it blue?", "No")]],
-              root / "MME_Benchmark_release_version")
-    write_mmmu([Sample("mmmu", _img(i), "Which?", "B",
-                       {"options": ["p", "q"], "subject": "Art", "id": f"validation_Art_{i}"})
-                for i in range(2)], root / "mmmu" / "validation.jsonl")
-
-
-@pytest.fixture
-def data_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("DATA_ROOT", str(tmp_path / "data"))
-    build_fixture(tmp_path / "data")
-    return tmp_path / "data"
+# data_root (conftest): a few records per task in the layout of both shipped stream files
 
 
 @pytest.mark.parametrize("path,n", [(COIN, 8), (DMOLE, 9)])

@@ -1,9 +1,9 @@
 """Score one evaluation set with the scorer its stream names (torch-free).
 
-A set of the synthetic stream names one of our own metrics (:data:`scoring.METRICS`); a task of a
-stream file names a field scorer (:data:`scoring.SCORERS`), one of our own metrics as
-``lab:<metric>`` (the exported synthetic stream does, so a run from its files scores exactly as
-the in-code stream), or, for a general-ability benchmark, ``pope`` / ``mme`` / ``mmmu``
+A scorer is one of our own metrics (:data:`scoring.METRICS`) as ``lab:<metric>`` - every set of
+the synthetic stream, and the files export writes, so a run from them scores exactly as the
+in-code stream -, a field scorer (:data:`scoring.SCORERS`; "exact", "option" and "cider" there
+are the field's, not ours), or for a general-ability benchmark ``pope`` / ``mme`` / ``mmmu``
 (docs/method.md section 4). :func:`score_set` turns raw replies and each sample's answer and
 metadata into one main value on the 0-100 scale of the score matrix (MME: its perception score,
 as the benchmark reports it), per-sample scores and named extras.
@@ -70,7 +70,9 @@ def field_references(scorer: str, answers: Sequence[str], metas: Sequence[dict],
 
     "vqa" / "textvqa": the human answers (``meta["answers"]``; else the one answer);
     "grounding": ``{"box", "size"}`` from ``meta`` (the size, when the record gave none, from
-    ``image_size(i)``: (width, height) of sample i's image); any other: the answer string.
+    ``image_size(i)``: (width, height) of sample i's image); a normalised box (CoIN's
+    ``answer_bbox``, every coordinate in [0, 1]) is scaled by max(width, height) to the pixels
+    of the padded square frame the scorer compares in; any other: the answer string.
     """
     if scorer in ("vqa", "textvqa"):
         return [list(m.get("answers") or [a]) for a, m in zip(answers, metas)]
@@ -82,7 +84,10 @@ def field_references(scorer: str, answers: Sequence[str], metas: Sequence[dict],
                 if image_size is None:
                     raise ValueError(f"grounding reference {i} has no image size")
                 size = image_size(i)
-            refs.append({"box": m.get("box", a), "size": tuple(size)})
+            box = m.get("box", a)
+            if not isinstance(box, str) and all(0.0 <= float(v) <= 1.0 for v in box):
+                box = [float(v) * max(size) for v in box]
+            refs.append({"box": box, "size": tuple(size)})
         return refs
     return list(answers)
 
@@ -95,7 +100,7 @@ def score_set(scorer: str, preds: Sequence[str], answers: Sequence[str],
     ``answers``: each sample's reference answer; ``metas``: each sample's metadata (human
     answers, boxes, POPE split, MME subtask and image, MMMU options); ``image_size(i)``: the
     (width, height) of sample i's image, read only by "grounding" when a record has no size.
-    Our own metrics (bare or ``lab:``-prefixed) score as :func:`scoring.score`; a per-sample
+    Our own metrics (``lab:<metric>``) score as :func:`scoring.score`; a per-sample
     field scorer gives 100 x the mean per-sample score; a caption scorer 100 x its corpus
     value (CIDEr: ``cider_scale`` x CIDEr-D, as our own "cider"); "pope" POPE's accuracy with
     F1, precision, recall and yes-ratio as extras; "mme" the perception score with cognition
@@ -107,13 +112,11 @@ def score_set(scorer: str, preds: Sequence[str], answers: Sequence[str],
     if not (len(preds) == len(answers) == len(metas)) or not preds:
         raise ValueError(f"need equally many replies, answers and metas (> 0), got "
                          f"{len(preds)}/{len(answers)}/{len(metas)}")
-    metric = scorer if scorer in METRICS else own_metric(scorer)
-    if metric is not None:
-        if metric not in METRICS:
-            check_set_scorer(scorer)
+    check_set_scorer(scorer)
+    metric = own_metric(scorer)
+    if metric is not None:  # stored under its bare name, as runs always stored our metrics
         value, per, extras = score(metric, preds, answers, cider_scale=cider_scale)
         return SetScore(metric, value, per, extras)
-    check_set_scorer(scorer)
     if scorer == "pope":
         m = pope_metrics(preds, answers)
         per = 100.0 * np.array([pope_answer(p) == str(a).strip().lower()

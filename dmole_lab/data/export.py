@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from dmole_lab.analysis.set_scores import LAB_PREFIX
 from dmole_lab.config import StreamConfig
 
 from .formats import write_coin, write_llava
@@ -60,7 +59,7 @@ def export_stream(cfg: StreamConfig, out: str | Path, progress: bool = True) -> 
 
 
 def _scoring(spec) -> dict:
-    return {"scorer": LAB_PREFIX + spec.scorer, "max_new_tokens": spec.max_new_tokens}
+    return {"scorer": spec.scorer, "max_new_tokens": spec.max_new_tokens}
 
 
 __all__ = ["STREAM_YAML", "export_stream"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from dmole_lab.analysis.set_scores import default_max_new_tokens
+from dmole_lab.analysis.set_scores import LAB_PREFIX, default_max_new_tokens
 from dmole_lab.config import StreamConfig, resolve_path
 
 from .formats import read_coin, read_llava, read_mme, read_mmmu, read_pope
@@ -26,9 +26,9 @@ from .tasks import GENERAL_SETS, TASKS, Sample, make_samples, task_spec
 
 @dataclass(frozen=True)
 class SetSpec:
-    """How an evaluation set is scored: the scorer (one of our metrics for the synthetic
-    stream, a name of :data:`analysis.set_scores.SET_SCORERS` for a stream file) and the
-    generation cap (``eval.max_new_tokens`` caps it too)."""
+    """How an evaluation set is scored: the scorer (a name of
+    :data:`analysis.set_scores.SET_SCORERS`; ``lab:<metric>`` for the synthetic stream) and
+    the generation cap (``eval.max_new_tokens`` caps it too)."""
 
     scorer: str
     max_new_tokens: int
@@ -55,7 +55,7 @@ class Stream:
         if name in self.specs:
             return self.specs[name]
         s = task_spec(name)
-        return SetSpec(s.metric, s.max_new_tokens)
+        return SetSpec(LAB_PREFIX + s.metric, s.max_new_tokens)
 
 
 def validate_tasks(tasks: tuple[str, ...]) -> None:
