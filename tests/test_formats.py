@@ -296,11 +296,13 @@ def test_encode_consumes_lazy_samples(tmp_path, cache):
                 tmp_path / "t.json", image_subdir="pix")
     view = read_llava(tmp_path / "t.json", **cache)
     enc = encode(Proc(), view, chunk=2)
-    # lazy: token ids kept (int32), no image tensor; each batch decodes its images
+    # lazy: nothing processed up front; each batch decodes its images and keeps its prompt ids
     assert enc.lazy and enc.image_inputs == {} and enc.samples is view
-    assert len(enc) == 3 and enc.prompt_ids[1].tolist() == Tok()(["U: q1"])["input_ids"][0]
+    assert enc.prompt_ids.known == {}
     want = np.asarray(PIL.Image.fromarray(arrays[2]).resize((4, 4)))
     np.testing.assert_array_equal(enc.images([2])["pixel_values"][0].numpy(), want)
+    assert set(enc.prompt_ids.known) == {2}  # learnt from that batch
+    assert len(enc) == 3 and enc.prompt_ids[1].tolist() == Tok()(["U: q1"])["input_ids"][0]
     # the same batches as encoding the decoded samples eagerly
     eager = encode(Proc(), [s.materialize() for s in view], chunk=2)
     assert not eager.lazy and eager.image_inputs["pixel_values"].shape[0] == 3

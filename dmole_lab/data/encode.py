@@ -5,9 +5,11 @@ batches are then cut from the cached tensors. Training batches are right-padded 
 on answer tokens only; generation batches are left-padded prompts.
 
 Samples read from files (:mod:`dmole_lab.data.formats`: lazy samples that hold image paths) are
-encoded *lazily*: the token ids are cached (as int32 arrays), the image tensors are not; each
-batch decodes its images and runs the processor on them again, so a stream of any size never
-holds every image, or every pixel tensor, in memory. Both ways give the same batches.
+encoded *lazily*: nothing is processed up front but the answers' tokens. Each batch decodes its
+images and runs the processor on them (:class:`LazyPromptIds`); the prompt's token ids are
+kept (int32) the first time, the image tensors never, so training starts after one batch and a
+stream of any size never holds every image, or every pixel tensor, in memory. Both ways give
+the same batches.
 """
 
 from __future__ import annotations
@@ -51,13 +53,47 @@ class Encoded:
 
     def images(self, idx) -> dict[str, torch.Tensor]:
         """The image tensors of samples ``idx`` (in that order), cut from the cache or, for a
-        lazy Encoded, decoded and processed now."""
+        lazy Encoded, decoded and processed now (which also keeps their prompt ids)."""
         if not self.lazy:
             rows = torch.as_tensor(idx, dtype=torch.long)
             return {k: v[rows] for k, v in self.image_inputs.items()}
-        part = [self.samples[int(i)] for i in idx]
-        out = _process(self.processor, part)
+        out = self.prompt_ids.fill(idx)
         return {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
+
+
+class LazyPromptIds(Sequence):
+    """The prompt token ids of file-backed samples, made by the processor when first needed.
+
+    ``ids[i]`` processes sample i alone if it was never part of a batch; :meth:`fill`
+    processes a batch and returns the processor's output (the caller takes the image tensors
+    from it). Ids are kept as int32 arrays (a list of Python ints costs ~9x the memory)."""
+
+    def __init__(self, processor, samples: Sequence[Sample],
+                 known: dict[int, np.ndarray] | None = None) -> None:
+        self.processor, self.samples = processor, samples
+        self.known: dict[int, np.ndarray] = dict(known or {})
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        i = int(i)
+        if i not in self.known:
+            self.fill([i])
+        return self.known[i]
+
+    def fill(self, idx):
+        """Process samples ``idx`` together; keep their prompt ids; return the output."""
+        idx = [int(i) for i in idx]
+        out = _process(self.processor, [self.samples[i] for i in idx])
+        for i, row, m in zip(idx, out["input_ids"], out["attention_mask"].bool()):
+            self.known.setdefault(i, row[m].numpy().astype(np.int32))
+        return out
+
+    def subset(self, idx, samples: Sequence[Sample]) -> "LazyPromptIds":
+        """The ids of samples ``idx`` (now numbered 0.., over ``samples``), known ones kept."""
+        return LazyPromptIds(self.processor, samples, {
+            k: self.known[int(i)] for k, i in enumerate(idx) if int(i) in self.known})
 
 
 def chat_prompt(processor, question: str) -> str:
@@ -85,9 +121,9 @@ def encode(processor, samples: Sequence[Sample], chunk: int = 256,
            lazy: bool | None = None) -> Encoded:
     """Encode ``samples`` with ``processor`` (tokenizer + image processor) once.
 
-    ``lazy`` (default: :func:`is_lazy`) keeps only the token ids; image tensors are then made
-    per batch (:meth:`Encoded.images`) and ``samples`` is kept as given (a file-backed view
-    stays on disk)."""
+    ``lazy`` (default: :func:`is_lazy`) tokenises the answers only: prompts and images are
+    processed per batch (:class:`LazyPromptIds`, :meth:`Encoded.images`) and ``samples`` is
+    kept as given (a file-backed view stays on disk)."""
     tok = processor.tokenizer
     if tok.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; generation could never stop")
@@ -95,14 +131,10 @@ def encode(processor, samples: Sequence[Sample], chunk: int = 256,
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     prompt_ids: list = []
     image_parts: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, len(samples), chunk):
+    for start in range(0, 0 if lazy else len(samples), chunk):
         part = [samples[i] for i in range(start, min(start + chunk, len(samples)))]
         out = _process(processor, part)
         mask = out["attention_mask"].bool()
-        if lazy:  # int32 arrays: a Python list of ints costs ~9x the memory
-            prompt_ids += [row[m].numpy().astype(np.int32) for row, m in
-                           zip(out["input_ids"], mask)]
-            continue
         prompt_ids += [row[m].tolist() for row, m in zip(out["input_ids"], mask)]
         for k, v in out.items():
             if k in ("input_ids", "attention_mask"):
@@ -120,13 +152,15 @@ def encode(processor, samples: Sequence[Sample], chunk: int = 256,
             a = a + [tok.eos_token_id]
             answer_ids.append(np.asarray(a, dtype=np.int32) if lazy else a)
     if lazy:
-        return Encoded(samples, prompt_ids, answer_ids, {}, pad_id, processor)
+        return Encoded(samples, LazyPromptIds(processor, samples), answer_ids, {}, pad_id,
+                       processor)
     image_inputs = {k: torch.cat(v) for k, v in image_parts.items()}
     return Encoded(list(samples), prompt_ids, answer_ids, image_inputs, pad_id)
 
 
 def train_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.Tensor]:
     """Right-padded batch of prompt + answer with labels = -100 everywhere but the answer."""
+    images = enc.images(idx)  # first: a lazy Encoded learns the batch's prompt ids here
     width = max(len(enc.prompt_ids[i]) + len(enc.answer_ids[i]) for i in idx)
     ids = torch.full((len(idx), width), enc.pad_id, dtype=torch.long)
     labels = torch.full_like(ids, -100)
@@ -139,12 +173,13 @@ def train_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.Te
         labels[r, len(p) : n] = torch.as_tensor(a)
         attn[r, :n] = 1
     batch = {"input_ids": ids, "attention_mask": attn, "labels": labels}
-    batch.update(enc.images(idx))
+    batch.update(images)
     return batch
 
 
 def prompt_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.Tensor]:
     """Left-padded prompts (for generation) with their attention mask."""
+    images = enc.images(idx)  # first: a lazy Encoded learns the batch's prompt ids here
     seqs = [enc.prompt_ids[i] for i in idx]
     width = max(map(len, seqs))
     ids = torch.full((len(seqs), width), enc.pad_id, dtype=torch.long)
@@ -153,7 +188,7 @@ def prompt_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.T
         ids[r, width - len(s) :] = torch.as_tensor(s)
         attn[r, width - len(s) :] = 1
     batch = {"input_ids": ids, "attention_mask": attn}
-    batch.update(enc.images(idx))
+    batch.update(images)
     return batch
 
 
@@ -178,9 +213,13 @@ def to_device(batch: dict[str, torch.Tensor], device, dtype=None) -> dict[str, t
 def subset(enc: Encoded, idx: np.ndarray | list[int]) -> Encoded:
     """The samples ``idx`` of ``enc`` (in that order, repeats allowed) as a new Encoded."""
     idx = [int(i) for i in idx]
-    return Encoded([enc.samples[i] for i in idx], [enc.prompt_ids[i] for i in idx],
-                   [enc.answer_ids[i] for i in idx],
-                   {} if enc.lazy else enc.images(idx), enc.pad_id, enc.processor)
+    samples = [enc.samples[i] for i in idx]
+    answers = [enc.answer_ids[i] for i in idx]
+    if enc.lazy:
+        return Encoded(samples, enc.prompt_ids.subset(idx, samples), answers, {}, enc.pad_id,
+                       enc.processor)
+    return Encoded(samples, [enc.prompt_ids[i] for i in idx], answers, enc.images(idx),
+                   enc.pad_id)
 
 
 def concat(parts: list[Encoded]) -> Encoded:
@@ -199,10 +238,15 @@ def concat(parts: list[Encoded]) -> Encoded:
             if p.pad_id != first.pad_id:
                 raise ValueError(f"pad ids differ ({first.pad_id} vs {p.pad_id}): the parts "
                                  "were encoded by different tokenizers")
-        return Encoded([s for p in parts for s in p.samples],
-                       [x for p in parts for x in p.prompt_ids],
-                       [x for p in parts for x in p.answer_ids], {}, first.pad_id,
-                       lazy.processor)
+        samples, known, offset = [], {}, 0
+        for p in parts:
+            samples += [p.samples[i] for i in range(len(p))]
+            ids = p.prompt_ids.known if p.lazy else dict(enumerate(p.prompt_ids))
+            known.update({offset + i: np.asarray(v, dtype=np.int32) for i, v in ids.items()})
+            offset += len(p)
+        return Encoded(samples, LazyPromptIds(lazy.processor, samples, known),
+                       [np.asarray(x, dtype=np.int32) for p in parts for x in p.answer_ids],
+                       {}, first.pad_id, lazy.processor)
     for p in parts[1:]:
         if p.pad_id != first.pad_id:
             raise ValueError(f"pad ids differ ({first.pad_id} vs {p.pad_id}): the parts were "
