@@ -20,11 +20,14 @@ min(N, ``--inmem-max``) samples and its per-sample figures are extrapolated line
   and after (resource.getrusage) and, in a second traced build in the same process, the
   tracemalloc peak and what stays allocated (Python allocations only: Arrow's own buffers and
   memory-mapped files are not seen by tracemalloc, RSS sees them);
-- first batch: seconds to fetch, decode and encode one batch of ``--batch`` samples with the
-  tiny model's processor (``encode`` + ``train_batch``), and load + first batch;
-- one epoch: shuffled batches of ``--batch`` over ``--epoch-records`` records (0: all), each
-  fetched, decoded and encoded on the fly; seconds split into fetch / decode / encode, samples
-  per second, and the implied seconds for a whole epoch of N;
+- lazy path, as a run takes it: ``encode`` of the whole view (lazy: the answers' tokens only;
+  its seconds and the RSS after), then batches cut by ``train_batch``, which fetches, decodes
+  and processes each batch's samples with the tiny model's processor;
+- first batch: seconds of one batch of ``--batch`` samples, and the time to it (load +
+  encode + first batch; in memory: load + encode and cut the first batch);
+- one epoch: shuffled batches of ``--batch`` over ``--epoch-records`` records (0: all), samples
+  per second and the implied seconds for a whole epoch of N (in memory also split into fetch /
+  decode / encode);
 - growth: bytes per record of the RSS growth and of the tracemalloc peak, and their slope
   between sizes (does memory grow with N beyond the index?).
 
@@ -166,6 +169,25 @@ def _epoch(get, n: int, processor, batch: int, records: int, seed: int) -> dict:
             "full_epoch_seconds_est": round(n * seconds / len(order), 1)}
 
 
+def _epoch_lazy(enc, batch: int, records: int, seed: int) -> dict:
+    """Shuffled batches over ``records`` of a lazy Encoded, as the training loop cuts them
+    (``train_batch``: fetch, decode, process, pad in one call)."""
+    import numpy as np
+
+    from dmole_lab.data.encode import train_batch
+
+    order = np.random.default_rng(seed).permutation(len(enc))[: (records or len(enc))]
+    n_batches = 0
+    t0 = time.perf_counter()
+    for start in range(0, len(order), batch):
+        train_batch(enc, [int(i) for i in order[start : start + batch]])
+        n_batches += 1
+    seconds = time.perf_counter() - t0
+    return {"records": len(order), "batches": n_batches, "seconds": round(seconds, 3),
+            "samples_per_s": round(len(order) / seconds, 1),
+            "full_epoch_seconds_est": round(len(enc) * seconds / len(order), 1)}
+
+
 def worker(args) -> dict:
     """Measure one (path, size) in this process; returns the figures."""
     import datasets  # noqa: F401 - imported before the baseline, like the reader's caller
@@ -217,14 +239,29 @@ def worker(args) -> dict:
     def get(idx):
         return stream[idx] if lazy else [stream[i] for i in idx]
 
-    t = time.perf_counter()
-    first = get(list(range(min(args.batch, n))))
-    train_batch(encode(processor, first), list(range(len(first))))
-    out["first_batch_seconds"] = round(time.perf_counter() - t, 4)
-    out["time_to_first_batch_seconds"] = round(out["load_seconds"] + out["first_batch_seconds"],
-                                               3)
-    out["epoch"] = _epoch(get, len(stream), processor, args.batch, args.epoch_records,
-                          args.seed)
+    if lazy:  # the library's path: encode lazily (answers only), batches from train_batch
+        t = time.perf_counter()
+        enc = encode(processor, stream)
+        out["encode_seconds"] = round(time.perf_counter() - t, 3)
+        out["rss_after_encode_mb"] = round(rss_now() / MB, 1)
+        out["rss_encode_growth_bytes_per_record"] = round((rss_hwm() - base) / n, 1)
+        t = time.perf_counter()
+        first = list(range(min(args.batch, n)))
+        train_batch(enc, first)
+        out["first_batch_seconds"] = round(time.perf_counter() - t, 4)
+        out["time_to_first_batch_seconds"] = round(
+            out["load_seconds"] + out["encode_seconds"] + out["first_batch_seconds"], 3)
+        out["epoch"] = _epoch_lazy(enc, args.batch, args.epoch_records, args.seed)
+        del enc
+    else:
+        t = time.perf_counter()
+        first = get(list(range(min(args.batch, n))))
+        train_batch(encode(processor, first), list(range(len(first))))
+        out["first_batch_seconds"] = round(time.perf_counter() - t, 4)
+        out["time_to_first_batch_seconds"] = round(
+            out["load_seconds"] + out["first_batch_seconds"], 3)
+        out["epoch"] = _epoch(get, len(stream), processor, args.batch, args.epoch_records,
+                              args.seed)
     out["rss_hwm_end_mb"] = round(rss_hwm() / MB, 1)
     del stream, first
     gc.collect()

@@ -33,7 +33,7 @@ def test_bench_formats_scale_smoke(tmp_path):
         assert row["traced_peak_mb"] >= row["traced_retained_mb"] >= 0
         ep = row["epoch"]
         assert ep["records"] == 32 and ep["batches"] == 4 and ep["samples_per_s"] > 0
-    assert r["file"][0]["arrow_bytes"] > 0
+    assert r["file"][0]["arrow_bytes"] > 0 and r["file"][0]["encode_seconds"] > 0
     # the lazy view holds text rows only; the in-memory list holds every image as an array
     assert r["file"][0]["traced_retained_mb"] < r["in_memory"][0]["traced_retained_mb"]
     cmp = r["comparison"][0]
