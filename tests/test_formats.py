@@ -545,3 +545,14 @@ def test_meta_json_exports_and_reads_a_stream(tmp_path, cache):
     meta_path.write_text(json.dumps(doc))
     (report_w,) = check_meta(meta_path).warnings
     assert report_w.field == "length" and "length 5 but" in report_w.message
+
+
+def test_ragged_ids_store_rows_flat():
+    from dmole_lab.data.encode import RaggedIds
+
+    rows = [[5, 6, 7], [], [9]]
+    r = RaggedIds(rows)
+    assert len(r) == 3 and [x.tolist() for x in r] == rows and r[-1].tolist() == [9]
+    assert r.flat.dtype == np.int32 and r.flat.nbytes == 4 * 4
+    with pytest.raises(IndexError, match="row 3 out of range for 3 rows"):
+        r[3]

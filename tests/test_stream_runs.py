@@ -175,3 +175,16 @@ def test_probe_reads_a_stream_file(exported, resume_overrides, tmp_path, one_thr
     ta, tb = a.summary("sensitivity"), b.summary("sensitivity")
     pd.testing.assert_frame_equal(ta.reset_index(drop=True), tb.reset_index(drop=True))
     assert b.manifest()["tasks"] == ["caption", "grounding", "ocr"]
+
+
+def test_compare_sweeps_a_stream_file(exported, resume_overrides, tmp_path, one_thread, capsys):
+    overrides = {**resume_overrides, "runs_dir": str(tmp_path / "runs"), "train.max_steps": 1,
+                 "stream.file": str(exported)}
+    args = [f"--{k}={v}" for k, v in overrides.items()]
+    out = tmp_path / "table"
+    assert main(["compare", "--methods", "seq-lora,dmole", "--seeds", "0", "--no-ablations",
+                 "--out", str(out), "--quiet", *args]) == 0
+    assert "2 of 2 runs finished" in capsys.readouterr().out
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/manifest.json")]
+    assert len(runs) == 2
+    assert all(r["tasks"] == ["caption", "grounding", "ocr"] and r["stream_data"] for r in runs)
