@@ -288,6 +288,7 @@ def test_encode_consumes_lazy_samples(tmp_path, cache):
             for r, row in enumerate(ids):
                 input_ids[r, : len(row)] = torch.tensor(row)
                 mask[r, : len(row)] = 1
+            images = [im[0] if isinstance(im, list) else im for im in images]  # one per sample
             pix = torch.stack([torch.from_numpy(np.array(im.resize((4, 4)))) for im in images])
             return {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pix}
 

@@ -144,5 +144,6 @@ def score_set(scorer: str, preds: Sequence[str], answers: Sequence[str],
     return SetScore(scorer, 100.0 * float(np.mean(value)), 100.0 * np.asarray(value, float))
 
 
-__all__ = ["BENCH_SCORERS", "LAB_SCORERS", "SET_SCORERS", "SetScore", "TASK_SCORERS", "check_set_scorer",
-           "default_max_new_tokens", "field_references", "own_metric", "score_set"]
+__all__ = ["BENCH_SCORERS", "LAB_SCORERS", "SET_SCORERS", "SetScore", "TASK_SCORERS",
+           "check_set_scorer", "default_max_new_tokens", "field_references", "own_metric",
+           "score_set"]

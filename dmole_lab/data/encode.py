@@ -15,7 +15,7 @@ the same batches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,10 @@ class Encoded:
     """Cached model inputs of a list of samples.
 
     ``prompt_ids[i]`` holds the chat-formatted prompt with image tokens already expanded,
-    ``answer_ids[i]`` the answer tokens followed by EOS, and ``image_inputs`` every tensor the
-    processor returns for the images, indexed by sample along dim 0. A lazy Encoded
+    ``answer_ids[i]`` the answer tokens followed by EOS, ``image_inputs`` every tensor the
+    processor returns for the images, indexed by sample along dim 0, and ``token_inputs``
+    the processor's other outputs aligned with the prompt's tokens (Qwen2-VL's
+    ``mm_token_type_ids``), one row per sample; batches pad them with 0. A lazy Encoded
     (``processor`` set) keeps no image tensors: :meth:`images` makes them per batch.
     """
 
@@ -42,6 +44,7 @@ class Encoded:
     image_inputs: dict[str, torch.Tensor]
     pad_id: int
     processor: Any = None
+    token_inputs: dict[str, list] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -58,7 +61,15 @@ class Encoded:
             rows = torch.as_tensor(idx, dtype=torch.long)
             return {k: v[rows] for k, v in self.image_inputs.items()}
         out = self.prompt_ids.fill(idx)
-        return {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
+        return {k: v for k, v in out.items()
+                if k != "input_ids" and not _token_aligned(k, v, out)}
+
+    def token_rows(self, idx) -> dict[str, list]:
+        """The token-aligned inputs of samples ``idx``: name -> one row per sample."""
+        if self.lazy:
+            extra = self.prompt_ids.extra
+            return {k: [rows[int(i)] for i in idx] for k, rows in extra.items()}
+        return {k: [rows[int(i)] for i in idx] for k, rows in self.token_inputs.items()}
 
 
 class RaggedIds(Sequence):
@@ -90,9 +101,13 @@ class LazyPromptIds(Sequence):
     from it). Ids are kept as int32 arrays (a list of Python ints costs ~9x the memory)."""
 
     def __init__(self, processor, samples: Sequence[Sample],
-                 known: dict[int, np.ndarray] | None = None) -> None:
+                 known: dict[int, np.ndarray] | None = None,
+                 extra: dict[str, dict[int, np.ndarray]] | None = None) -> None:
         self.processor, self.samples = processor, samples
         self.known: dict[int, np.ndarray] = dict(known or {})
+        #: token-aligned outputs (name -> sample -> row), kept like the ids
+        self.extra: dict[str, dict[int, np.ndarray]] = {k: dict(v)
+                                                        for k, v in (extra or {}).items()}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -107,27 +122,54 @@ class LazyPromptIds(Sequence):
         """Process samples ``idx`` together; keep their prompt ids; return the output."""
         idx = [int(i) for i in idx]
         out = _process(self.processor, [self.samples[i] for i in idx])
-        for i, row, m in zip(idx, out["input_ids"], out["attention_mask"].bool()):
-            self.known.setdefault(i, row[m].numpy().astype(np.int32))
+        mask = out["attention_mask"].bool()
+        for k, v in out.items():
+            if k == "input_ids" or (k != "attention_mask" and _token_aligned(k, v, out)):
+                rows = self.known if k == "input_ids" else self.extra.setdefault(k, {})
+                for i, row, m in zip(idx, v, mask):
+                    rows.setdefault(i, row[m].numpy().astype(np.int32))
         return out
 
     def subset(self, idx, samples: Sequence[Sample]) -> "LazyPromptIds":
         """The ids of samples ``idx`` (now numbered 0.., over ``samples``), known ones kept."""
-        return LazyPromptIds(self.processor, samples, {
-            k: self.known[int(i)] for k, i in enumerate(idx) if int(i) in self.known})
+        def keep(rows):
+            return {k: rows[int(i)] for k, i in enumerate(idx) if int(i) in rows}
+        return LazyPromptIds(self.processor, samples, keep(self.known),
+                             {name: keep(rows) for name, rows in self.extra.items()})
+
+
+#: Processors whose pixel tensor is flat over the batch (every image's patches or tiles one
+#: after another), so it cannot be cut per sample: such samples are always encoded per batch.
+FLAT_PIXEL_PROCESSORS = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "InternVLProcessor")
 
 
 def chat_prompt(processor, question: str) -> str:
     """The processor's chat template applied to one user turn (image then text)."""
     content = [{"type": "image"}, {"type": "text", "text": question}]
     messages = [{"role": "user", "content": content}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    try:
+        return processor.apply_chat_template(messages, add_generation_prompt=True,
+                                             tokenize=False)
+    except AttributeError:  # SmolVLM's reads its video processor, absent without torchvision
+        return processor.tokenizer.apply_chat_template(
+            messages, chat_template=processor.chat_template, add_generation_prompt=True,
+            tokenize=False)
+
+
+def _token_aligned(key: str, value, out) -> bool:
+    """Whether a processor output is laid out like the prompt's tokens (not an image input)."""
+    return key == "attention_mask" or (
+        key != "input_ids" and isinstance(value, torch.Tensor)
+        and value.shape == out["input_ids"].shape)
 
 
 def _process(processor, part: Sequence[Sample]):
-    """The processor's output for the prompts and images of ``part`` (images decoded now)."""
+    """The processor's output for the prompts and images of ``part`` (images decoded now).
+
+    Images go one list per sample: some processors (SmolVLM) read a flat list as one sample's
+    images."""
     texts = [chat_prompt(processor, s.question) for s in part]
-    images = [Image.fromarray(s.image) for s in part]
+    images = [[Image.fromarray(s.image)] for s in part]
     return processor(text=texts, images=images, return_tensors="pt", padding=True,
                      add_special_tokens=False)
 
@@ -148,10 +190,12 @@ def encode(processor, samples: Sequence[Sample], chunk: int = 256,
     tok = processor.tokenizer
     if tok.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; generation could never stop")
-    lazy = is_lazy(samples) if lazy is None else lazy
+    if lazy is None:
+        lazy = is_lazy(samples) or type(processor).__name__ in FLAT_PIXEL_PROCESSORS
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     prompt_ids: list = []
     image_parts: dict[str, list[torch.Tensor]] = {}
+    token_inputs: dict[str, list] = {}
     for start in range(0, 0 if lazy else len(samples), chunk):
         part = [samples[i] for i in range(start, min(start + chunk, len(samples)))]
         out = _process(processor, part)
@@ -160,12 +204,13 @@ def encode(processor, samples: Sequence[Sample], chunk: int = 256,
         for k, v in out.items():
             if k in ("input_ids", "attention_mask"):
                 continue
-            if not isinstance(v, torch.Tensor) or v.shape[0] != len(part):
-                raise ValueError(
-                    f"processor output {k!r} is not per-sample (shape {tuple(v.shape)}); "
-                    "this architecture needs per-batch image encoding"
-                )
-            image_parts.setdefault(k, []).append(v)
+            if _token_aligned(k, v, out):
+                token_inputs.setdefault(k, []).extend(row[m].tolist() for row, m in zip(v, mask))
+            elif not _cacheable(v, len(part), image_parts.get(k)):
+                # not one row per sample, or padded per chunk (tiles, crops): per batch instead
+                return encode(processor, samples, chunk, lazy=True)
+            else:
+                image_parts.setdefault(k, []).append(v)
     answer_ids: list = []
     for start in range(0, len(samples), chunk):
         texts = [" " + samples[i].answer for i in range(start, min(start + chunk, len(samples)))]
@@ -175,7 +220,30 @@ def encode(processor, samples: Sequence[Sample], chunk: int = 256,
         return Encoded(samples, LazyPromptIds(processor, samples), RaggedIds(answer_ids), {},
                        pad_id, processor)
     image_inputs = {k: torch.cat(v) for k, v in image_parts.items()}
-    return Encoded(list(samples), prompt_ids, answer_ids, image_inputs, pad_id)
+    return Encoded(list(samples), prompt_ids, answer_ids, image_inputs, pad_id,
+                   token_inputs=token_inputs)
+
+
+def _cacheable(value, n: int, before: list | None) -> bool:
+    """Whether an image output can be cached and cut per sample: a tensor with one row per
+    sample whose per-sample shape is that of the earlier chunks'."""
+    if not isinstance(value, torch.Tensor) or value.shape[0] != n:
+        return False
+    return not before or before[0].shape[1:] == value.shape[1:]
+
+
+def _pad_token_rows(rows: dict[str, list], width: int, left: bool) -> dict:
+    """Token-aligned inputs as (batch, width) tensors, 0 where the prompt has no token."""
+    out = {}
+    for name, per in rows.items():
+        t = torch.zeros((len(per), width), dtype=torch.long)
+        for r, row in enumerate(per):
+            if left:
+                t[r, width - len(row):] = torch.as_tensor(row)
+            else:
+                t[r, : len(row)] = torch.as_tensor(row)
+        out[name] = t
+    return out
 
 
 def train_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.Tensor]:
@@ -194,6 +262,7 @@ def train_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.Te
         attn[r, :n] = 1
     batch = {"input_ids": ids, "attention_mask": attn, "labels": labels}
     batch.update(images)
+    batch.update(_pad_token_rows(enc.token_rows(idx), width, left=False))
     return batch
 
 
@@ -209,6 +278,7 @@ def prompt_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.T
         attn[r, width - len(s) :] = 1
     batch = {"input_ids": ids, "attention_mask": attn}
     batch.update(images)
+    batch.update(_pad_token_rows(enc.token_rows(idx), width, left=True))
     return batch
 
 
@@ -239,7 +309,7 @@ def subset(enc: Encoded, idx: np.ndarray | list[int]) -> Encoded:
         return Encoded(samples, enc.prompt_ids.subset(idx, samples), answers, {}, enc.pad_id,
                        enc.processor)
     return Encoded(samples, [enc.prompt_ids[i] for i in idx], answers, enc.images(idx),
-                   enc.pad_id)
+                   enc.pad_id, token_inputs=enc.token_rows(idx))
 
 
 def concat(parts: list[Encoded]) -> Encoded:
@@ -258,13 +328,18 @@ def concat(parts: list[Encoded]) -> Encoded:
             if p.pad_id != first.pad_id:
                 raise ValueError(f"pad ids differ ({first.pad_id} vs {p.pad_id}): the parts "
                                  "were encoded by different tokenizers")
-        samples, known, offset = [], {}, 0
+        samples, known, extra, offset = [], {}, {}, 0
         for p in parts:
             samples += [p.samples[i] for i in range(len(p))]
             ids = p.prompt_ids.known if p.lazy else dict(enumerate(p.prompt_ids))
             known.update({offset + i: np.asarray(v, dtype=np.int32) for i, v in ids.items()})
+            rows = p.prompt_ids.extra if p.lazy else {
+                k: dict(enumerate(v)) for k, v in p.token_inputs.items()}
+            for k, v in rows.items():
+                extra.setdefault(k, {}).update(
+                    {offset + i: np.asarray(r, dtype=np.int32) for i, r in v.items()})
             offset += len(p)
-        return Encoded(samples, LazyPromptIds(lazy.processor, samples, known),
+        return Encoded(samples, LazyPromptIds(lazy.processor, samples, known, extra),
                        RaggedIds([x for p in parts for x in p.answer_ids]),
                        {}, first.pad_id, lazy.processor)
     for p in parts[1:]:
@@ -282,4 +357,6 @@ def concat(parts: list[Encoded]) -> Encoded:
                    [x for p in parts for x in p.prompt_ids],
                    [x for p in parts for x in p.answer_ids],
                    {k: torch.cat([p.image_inputs[k] for p in parts]) for k in first.image_inputs},
-                   first.pad_id)
+                   first.pad_id,
+                   token_inputs={k: [x for p in parts for x in p.token_inputs[k]]
+                                 for k in first.token_inputs})

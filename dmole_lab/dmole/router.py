@@ -51,7 +51,7 @@ def representations(model: nn.Module, data: Encoded, anatomy: Anatomy, batch_siz
         raise ValueError(f"normalise must be 'parts' or 'whole', got {normalise!r}")
     device, dtype = placement(model)
     vision_last = f"{anatomy.layer_paths['vision']}.{anatomy.n_layers('vision') - 1}"
-    final_norm = f"{anatomy.language_path}.norm"
+    final_norm = anatomy.final_norm_path
     try:
         model.get_submodule(final_norm)
     except AttributeError as e:
@@ -63,19 +63,22 @@ def representations(model: nn.Module, data: Encoded, anatomy: Anatomy, batch_siz
             seen[name] = (out[0] if isinstance(out, tuple) else out).detach()
         return hook
 
+    def keep_llm_input(_mod, args):
+        seen["llm_input"] = args[0].detach()
+
     image_id = _image_token_id(model)
+    first_llm = f"{anatomy.layer_paths['llm']}.0"
     was_training = model.training
     model.eval()
     parts = []
-    with hooked(model, {vision_last: keep("vision"), final_norm: keep("llm")}):
+    with hooked(model, {vision_last: keep("vision"), final_norm: keep("llm")},
+                pre={first_llm: keep_llm_input}):
         for start in tqdm(range(0, len(data), batch_size), desc="router features",
                           disable=not progress, leave=False):
             idx = np.arange(start, min(start + batch_size, len(data)))
             batch = to_device(prompt_batch(data, idx), device, dtype)
             model(**batch)
-            B = len(idx)
-            v = seen["vision"].float()
-            v = v.reshape(B, -1, v.shape[-1]).amax(1)  # tiles of a sample pooled together
+            v = _vision_summary(seen, batch, len(idx), image_id, anatomy.vision_per_sample)
             text = batch["attention_mask"].bool()
             if image_id is not None:
                 text &= batch["input_ids"] != image_id
@@ -87,8 +90,38 @@ def representations(model: nn.Module, data: Encoded, anatomy: Anatomy, batch_siz
     return _unit(torch.cat(parts))
 
 
+def _vision_summary(seen: dict, batch: dict, n: int, image_id: int | None,
+                    per_sample: bool) -> torch.Tensor:
+    """(n, d) per-sample max over the vision tower's last layer.
+
+    Where the vision tower does not see one row per sample (``per_sample`` False: Qwen2-VL's
+    patches are flat over the batch, LLaVA-NeXT's crops and InternVL's and Idefics3's tiles
+    vary in number per sample), the max is taken over the sample's image tokens as the
+    language model receives them: the projected vision features, the first place where each
+    sample's image is laid out per sample (docs/method.md section 2 step 4)."""
+    v = seen["vision"].float()
+    if per_sample:
+        return v.reshape(n, -1, v.shape[-1]).amax(1)
+    if image_id is None:
+        raise ValueError("the vision tower's output is not one row per sample and the model "
+                         "names no image token to find each sample's image features by")
+    inp = seen["llm_input"].float()
+    return inp.masked_fill(~(batch["input_ids"] == image_id)[..., None], float("-inf")).amax(1)
+
+
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def vision_feature_width(model: nn.Module, anatomy: Anatomy) -> int:
+    """Width of the vision part of :func:`representations`: the vision tower's hidden size, or
+    the language model's where the vision part is read from the image tokens."""
+    if not anatomy.vision_per_sample:
+        return int(model.get_input_embeddings().embedding_dim)
+    cfg = getattr(getattr(model, "config", None), "vision_config", None)
+    if cfg is None or getattr(cfg, "hidden_size", None) is None:
+        raise ValueError(f"{type(model).__name__} has no config.vision_config.hidden_size")
+    return int(cfg.hidden_size)
 
 
 class TaskAutoencoder(nn.Module):

@@ -18,8 +18,8 @@ from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import (
     build_stream,
     check_stream_config,
-    stream_fingerprint_of,
     stream_file_of,
+    stream_fingerprint_of,
 )
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import check_model_folder, load_model, resolve_device

@@ -1,6 +1,7 @@
 """BranchLoRA (Zhang et al., ACL 2025) as a continual method (docs/method.md section 3, BranchLoRA).
 
-Every module of ``anatomy.select(cfg.lora.modules)`` in both towers gets, at task 1, a
+Every module of ``anatomy.select(cfg.lora.modules)`` in both towers (in the LLM only where the
+vision tower sees a varying number of tiles per sample: :func:`branch_modules`) gets, at task 1, a
 :class:`~dmole_lab.experts.branch.BranchLinear`: one shared trunk A, N branches B_i, and from
 then on one router per task. At task tau the router of tau trains, with the branches not yet
 frozen and the trunk (always at task 1; later only if ``branch.train_trunk``, which the paper
@@ -29,7 +30,7 @@ import torch
 from dmole_lab.analysis.usage import NONE
 from dmole_lab.config import BranchConfig
 from dmole_lab.data.encode import Encoded
-from dmole_lab.dmole.router import representations
+from dmole_lab.dmole.router import representations, vision_feature_width
 from dmole_lab.experts.base import AdapterShape
 from dmole_lab.experts.branch import BranchLinear, BranchSelector, add_branches
 from dmole_lab.training.stage import TrainCallback
@@ -160,10 +161,10 @@ class BranchLoRA(RoutedMethod):
         """Swap every selected nn.Linear of both towers for a BranchLinear (once per model)."""
         if self.model is model:
             return
-        self.layers = add_branches(model, self.anatomy.select(self.cfg.lora.modules),
+        self.layers = add_branches(model, branch_modules(self.anatomy, self.cfg.lora.modules),
                                    self.selector, self.cfg.branch)
         self.model = model
-        self.d_vision = _vision_width(model)
+        self.d_vision = vision_feature_width(model, self.anatomy)
 
     def _freeze_all(self) -> None:
         for p in self.model.parameters():
@@ -300,9 +301,9 @@ class BranchLoRA(RoutedMethod):
         self.selector.clear()
 
 
-def _vision_width(model) -> int:
-    """Width of the vision part of the routing features (the vision tower's hidden size)."""
-    cfg = getattr(getattr(model, "config", None), "vision_config", None)
-    if cfg is None or getattr(cfg, "hidden_size", None) is None:
-        raise ValueError(f"{type(model).__name__} has no config.vision_config.hidden_size")
-    return int(cfg.hidden_size)
+def branch_modules(anatomy, which: str) -> list:
+    """The modules that get branches: ``anatomy.select(which)``, but on the LLM tower only
+    where the vision tower does not see one row per sample (tiles, crops or patches varying
+    per sample), since a branch router picks one mixture per sample."""
+    infos = anatomy.select(which)
+    return infos if anatomy.vision_per_sample else [m for m in infos if m.tower == "llm"]

@@ -47,6 +47,11 @@ class DMoLE(RoutedMethod):
     def __init__(self, cfg, anatomy):
         super().__init__(cfg, anatomy)
         c = cfg.dmole
+        if c.routing == "sample" and c.towers != "llm" and not anatomy.vision_per_sample:
+            raise ValueError(
+                f"dmole.routing=sample gates experts per sample, but {anatomy.model_type}'s "
+                "vision tower sees a varying number of tiles per sample; use dmole.routing=batch "
+                "(the released code's) or dmole.towers=llm")
         self.expert_cfg = AdapterShape.of(c, "dmole")
         self.router = Router(c.router_support, c.routing)
         self.experts: Experts | None = None

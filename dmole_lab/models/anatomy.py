@@ -19,6 +19,9 @@ from torch import nn
 from dmole_lab.config import TOWERS
 
 MAPS_DIR = Path(__file__).with_name("anatomy_maps")
+#: How the vision tower lays out a batch: one row per sample, or tiles / crops / patches whose
+#: number varies per sample (the map's "vision_rows"; per-sample gates there are undefined).
+VISION_ROWS = ("per_sample", "per_tile")
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,15 @@ class Anatomy:
         self.projector_path, _ = _first_existing(model, amap["projector"], "projector")
         self.vision_path, _ = _first_existing(model, amap["vision_model"], "vision model")
         self.language_path, _ = _first_existing(model, amap["language_model"], "language model")
+        self.final_norm_path, _ = _first_existing(
+            model, amap.get("final_norm", [f"{self.language_path}.norm"]), "final norm")
+        rows = amap.get("vision_rows", "per_sample")
+        if rows not in VISION_ROWS:
+            raise ValueError(f"anatomy map {self.model_type!r}: vision_rows {rows!r} is not one "
+                             f"of {', '.join(VISION_ROWS)}")
+        #: whether the vision tower sees one row per sample (LLaVA-1.5) or a number of tiles,
+        #: crops or patches that varies per sample (every other supported architecture)
+        self.vision_per_sample = rows == "per_sample"
         if not any(m.candidate for m in self.modules):
             raise ValueError(f"anatomy map {self.model_type!r} matched no candidate module")
 
@@ -126,11 +138,13 @@ class Anatomy:
 
         Works on native names and on wrapped ones (PEFT's ``base_model.model.`` prefix, adapter
         suffixes such as ``.lora_A.default.weight``), because it looks for the tower's root
-        path inside ``name``.
+        path inside ``name``. The longest root is tried first: Qwen2-VL's projector (the
+        merger) lives inside its vision model.
         """
         padded = f".{name}."
-        for tower, root in (("vision", self.vision_path), ("llm", self.language_path),
-                            ("projector", self.projector_path)):
+        roots = (("vision", self.vision_path), ("llm", self.language_path),
+                 ("projector", self.projector_path))
+        for tower, root in sorted(roots, key=lambda r: -len(r[1])):
             if f".{root}." in padded:
                 return tower
         return "other"

@@ -15,6 +15,7 @@ import torch
 from dmole_lab.config import ModelConfig, resolve_path
 
 from .anatomy import available_maps
+from .compat import processors_without_video
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -63,7 +64,24 @@ def check_model_folder(path: Path) -> dict:
         raise ModelLoadError(f"{path} has no weight files (*.safetensors or *.bin)")
     for w in path.glob("*.safetensors"):
         _check_safetensors(w)
+    load_processor(path, model_type)
     return cfg
+
+
+def load_processor(path: Path, model_type: str | None = None):
+    """The processor of a checkpoint folder (image processor and tokenizer; no video processor
+    where torchvision is missing, :mod:`dmole_lab.models.compat`); ModelLoadError naming the
+    model type and the supported ones if it cannot be built."""
+    from transformers import AutoProcessor
+
+    processors_without_video()
+    try:
+        return AutoProcessor.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # transformers raises OSError, ValueError, ImportError, TypeError...
+        raise ModelLoadError(
+            f"{path}: the processor of model_type {model_type!r} cannot be built "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:300]}); supported model types: "
+            f"{', '.join(available_maps())}") from e
 
 
 def _check_safetensors(file: Path) -> None:
@@ -79,15 +97,15 @@ def _check_safetensors(file: Path) -> None:
 
 def load_model(cfg: ModelConfig):
     """(model, processor) from ``cfg.path``, in eval mode on the configured device and dtype."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     path = resolve_path(cfg.path)
-    check_model_folder(path)
+    model_type = check_model_folder(path).get("model_type")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"model.dtype={cfg.dtype!r}; allowed: {', '.join(DTYPES)}")
     device = resolve_device(cfg.device)
+    processor = load_processor(path, model_type)
     try:
-        processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
         model = AutoModelForImageTextToText.from_pretrained(
             str(path), dtype=DTYPES[cfg.dtype], local_files_only=True
         )

@@ -68,17 +68,23 @@ def tokenizer_corpus() -> list[str]:
     return texts * 4
 
 
-def train_tokenizer(vocab_size: int):
-    """A lower-casing BPE tokenizer (digits split) trained on :func:`tokenizer_corpus`."""
+def train_tokenizer(vocab_size: int, special: list[str] | None = None,
+                    extra_texts: list[str] | None = None):
+    """A lower-casing BPE tokenizer (digits split) trained on :func:`tokenizer_corpus`.
+
+    ``special``: the atomic tokens (default :data:`SPECIAL_TOKENS`: the tiny LLaVA's; other
+    architectures add their image and boundary tokens); ``extra_texts`` join the corpus (e.g.
+    a line break, which Idefics3's prompts contain)."""
+    special = SPECIAL_TOKENS if special is None else special
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Metaspace(prepend_scheme="first"), pre_tokenizers.Digits(True)]
     )
     tok.decoder = decoders.Metaspace(prepend_scheme="first")
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   show_progress=False)
-    tok.train_from_iterator(tokenizer_corpus(), trainer)
+    tok.train_from_iterator(tokenizer_corpus() + list(extra_texts or []), trainer)
     return tok
 
 
