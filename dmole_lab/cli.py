@@ -1,4 +1,4 @@
-"""Command line: ``dmole-lab {pretrain,run,probe,compare,report,config,export,check-data}``
+"""Command line: ``dmole-lab {pretrain,run,probe,compare,report,config,export,plan,check-data}``
 (also ``python -m dmole_lab``).
 
 ``check-data --stream.file=PATH`` checks a stream file's data and reads no config. Every other
@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         ("config", "print the resolved config (or --keys: every key with its help)"),
         ("export", "write the synthetic stream as files in the field's formats (PNG images, "
                    "LLaVA training JSON, CoIN test files, a stream YAML)"),
+        ("plan", "parameters per tower, trainable parameters per method and estimated GPU "
+                 "memory of a preset, without training"),
     ]:
         sp = sub.add_parser(name, help=help_, allow_abbrev=False)
         sp.add_argument("--preset", default=None,
@@ -84,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
                                  "matrix and metrics next to the stored ones")
         if name == "config":
             sp.add_argument("--keys", action="store_true", help="list every key with its help")
+        if name == "plan":
+            sp.add_argument("--no-activations", action="store_true",
+                            help="skip measuring activations (a real-width two-layer copy of "
+                                 "the model runs one step on the CPU: seconds to minutes)")
         if name == "export":
             sp.add_argument("--out", required=True,
                             help="an empty folder; run on it with --stream.file=OUT/stream.yaml")
@@ -330,6 +336,35 @@ def _cmd_export(cfg, args) -> int:
     return 0
 
 
+def _cmd_plan(cfg, args) -> int:
+    import pandas as pd
+
+    from dmole_lab.engine.plan import plan
+
+    p = plan(cfg, activations=not args.no_activations, progress=not args.quiet)
+    towers = p.towers.copy()
+    for col in ("parameters", "candidate_parameters"):
+        towers[col] = (towers[col] / 1e6).map("{:,.1f}M".format)
+    methods = p.methods.merge(p.memory, on="method")
+    shown = pd.DataFrame({
+        "method": methods["method"],
+        "trainable / task": [f"{lo / 1e6:.2f}M" if lo == hi else
+                             f"{lo / 1e6:.2f}-{hi / 1e6:.2f}M"
+                             for lo, hi in zip(methods["trainable_min"], methods["trainable"])],
+        "weights GiB": methods["weights_gib"].round(2),
+        "trainable state GiB": methods["trainable_state_gib"].round(3),
+        "activations GiB": methods["activations_gib"].round(2),
+        "total GiB": methods["total_gib"].round(2)})
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(f"{p.model_type} ({p.source}), {cfg.model.dtype}, batch {cfg.train.batch_size}")
+        print(towers.to_string(index=False))
+        print()
+        print(shown.to_string(index=False))
+    print("\nActivations: counted on a real-width copy with two layers per tower, scaled to the "
+          "full depth; the CUDA context and allocator overhead are not included (docs/models.md)")
+    return 0
+
+
 def _cmd_check_data(args) -> int:
     """Print the counts per task and every problem of a stream file's data; 2 on errors."""
     from dmole_lab.data.stream_file import check_stream, load_stream_file
@@ -345,7 +380,7 @@ def _cmd_check_data(args) -> int:
 
 COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "probe": _cmd_probe,
             "compare": _cmd_compare, "report": _cmd_report,
-            "config": _cmd_config, "export": _cmd_export}
+            "config": _cmd_config, "export": _cmd_export, "plan": _cmd_plan}
 
 
 def main(argv: list[str] | None = None) -> int:

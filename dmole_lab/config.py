@@ -23,6 +23,8 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = PROJECT_ROOT / "configs"
+#: Real-size architectures without weights (dmole_lab.models.shapes), named by model.shape.
+SHAPES_DIR = Path(__file__).resolve().parent / "models" / "shapes"
 
 #: Default stream order: the paper's order of task types (docs/method.md section 2), except that the
 #: two colour tasks are swapped: right after colour VQA, colour multiple choice was not learnable
@@ -114,6 +116,9 @@ class ModelConfig:
     )
     dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N"))
+    shape: str = field(default="", metadata={**LATER, **_help(
+        "a shipped real-size architecture (models/shapes) that `dmole-lab plan` sizes when "
+        "model.path is not a checkpoint folder here")})
 
 
 @dataclass(frozen=True)
@@ -599,6 +604,9 @@ RULES: dict[str, Rule] = {
     "model.path": _PATH,
     "model.dtype": _choice(DTYPE_NAMES),
     "model.device": Rule("auto, cpu, cuda or cuda:N (N = 0, 1, ...)", _is_device),
+    "model.shape": Rule("empty or a shipped shape: "
+                        + ", ".join(sorted(p.stem for p in SHAPES_DIR.glob("*.json"))),
+                        lambda v: not v or (SHAPES_DIR / f"{v}.json").is_file()),
     "stream.tasks": _names(TASK_NAMES, "task(s)", "tasks", empty_ok=False),
     "stream.n_train": _COUNT,
     "stream.n_test": _COUNT,
@@ -783,7 +791,7 @@ def list_presets() -> list[str]:
 def load_preset(name: str) -> dict[str, Any]:
     """Flat dotted dict of a preset by name (``configs/<name>.yaml``) or by path."""
     path = Path(name)
-    if not path.suffix:
+    if path.suffix not in (".yaml", ".yml"):  # a name (llava-1.5-7b has dots, no suffix)
         path = PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")

@@ -48,6 +48,7 @@ BAD: dict[str, list[str]] = {
     "stream.general": ["mme", "general,general"],
     "stream.seed": ["-1"],
     "stream.file": ["no/such/stream.yaml", "README.md"],
+    "model.shape": ["gpt-5", "internvl2"],
     "train.lr": ["0", "-1e-3", "nan", "inf", "fast"],
     "train.epochs": ["0"],
     "train.batch_size": ["0"],
