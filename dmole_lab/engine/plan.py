@@ -96,8 +96,8 @@ def _with_adapters(method: str, cfg: RunConfig, model, anatomy: Anatomy):
     """``model`` with the adapters ``method`` trains on task 1; returns (model, trainable)."""
     run = replace(cfg, method=method)
     if method == "dmole":  # experts on every candidate: the largest allocation per module
-        from dmole_lab.experts.model import Experts
         from dmole_lab.experts.base import AdapterShape
+        from dmole_lab.experts.model import Experts
 
         ex = Experts(model, AdapterShape.of(cfg.dmole, "dmole"))
         ex.add("t1", [m.path for m in anatomy.candidates()])

@@ -11,7 +11,6 @@ measure what one layer stores for the backward pass (:mod:`dmole_lab.engine.plan
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
