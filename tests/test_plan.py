@@ -71,7 +71,7 @@ def test_activation_estimate_matches_the_full_depth(name, one_thread):
         assert estimated == pytest.approx(measured, rel=0.02), family
 
 
-def test_plan_counts_what_the_methods_train(arch_free_cfg=None):
+def test_plan_counts_what_the_methods_train():
     shape = _small("internvl2-2b")
     cfg = build_config(None, {"model.shape": "internvl2-2b", "model.path": "/nowhere",
                               "lora.r": 4, "dmole.r": 8})
