@@ -9,8 +9,9 @@ Three tables, for the preset's model (its checkpoint folder, or the real-size sh
   itself puts on the skeleton (D-MoLE's depend on the probe: the range over every allocation the
   budget and vision floor allow);
 * ``memory``: estimated GPU memory at the preset's batch size and dtype: weights, the trainable
-  parameters with their gradients and AdamW's two moments, and activations. Activations are
-  measured, not modelled: a copy of the architecture at real width with two layers per tower
+  parameters with their gradients and AdamW's two moments, and activations at the peak (what
+  autograd saves, plus the loss's float32 softmax and gradient when the backward pass starts).
+  What autograd saves is measured, not modelled: a copy of the architecture at real width with two layers per tower
   runs one training step of a sample of the shape's size (image and text tokens) on the CPU,
   :func:`dmole_lab.probes.memory.saved_bytes` counts what autograd keeps per layer, and the
   figure is scaled to the full depth and the batch.
@@ -158,8 +159,17 @@ def activation_table(cfg: RunConfig, shape: dict | None, config, progress: bool 
             for t in ("vision", "llm"))
         for method in ACTIVATION_FAMILIES[family]:
             rows.append({"method": method, "activation_bytes_per_sample": per_sample,
+                         "loss_bytes_per_sample": loss_peak_bytes(shape, config),
                          "measured_on": family})
     return pd.DataFrame(rows)
+
+
+def loss_peak_bytes(shape: dict, config) -> int:
+    """Bytes the backward pass of the loss adds at its start, per sample, on top of what is
+    saved: the cross-entropy's softmax and the logits' gradient, both float32 over every
+    position and the whole vocabulary (transformers computes the loss in float32)."""
+    tokens = shape["image_tokens"] + shape["text_tokens"]
+    return 2 * tokens * config.text_config.vocab_size * 4
 
 
 def _depth(vision_config) -> int:
@@ -169,14 +179,17 @@ def _depth(vision_config) -> int:
 def memory_table(cfg: RunConfig, n_params: int, methods: pd.DataFrame,
                  activations: pd.DataFrame | None) -> pd.DataFrame:
     """GiB per method at ``train.batch_size``: weights, trainable state (the parameters, their
-    gradients, AdamW's two moments: 4 x their bytes), activations and the total."""
+    gradients, AdamW's two moments: 4 x their bytes), activations (what autograd saves, plus
+    the loss's float32 softmax and gradient at the start of the backward pass: the peak) and
+    the total."""
     weights = n_params * DTYPES[cfg.model.dtype].itemsize
     out = methods[["method"]].copy()
     out["weights_gib"] = weights / GIB
     out["trainable_state_gib"] = 4 * methods["trainable_bytes"] / GIB
     if activations is not None:
         act = methods[["method"]].merge(activations, on="method", how="left")
-        out["activations_gib"] = act["activation_bytes_per_sample"] * cfg.train.batch_size / GIB
+        out["activations_gib"] = ((act["activation_bytes_per_sample"]
+                                   + act["loss_bytes_per_sample"]) * cfg.train.batch_size / GIB)
     else:
         out["activations_gib"] = float("nan")
     out["total_gib"] = out[["weights_gib", "trainable_state_gib", "activations_gib"]].sum(
