@@ -67,9 +67,12 @@ def test_probe_and_two_dmole_stages(arch_dirs, name, tmp_path, one_thread, one_t
     assert set(table.tower) == {"vision", "llm"} and set(table.task) == {"caption", "grounding"}
     assert (table.score >= 0).all() and (table.score > 0).any()
 
-    store = one_thread_run(build_config(None, {**over, "method": "dmole"}))
+    store = one_thread_run(build_config(None, {**over, "method": "dmole",
+                                               "probe.record_training": True}))
     m = store.manifest()
     assert m["status"] == "complete" and list(m["stages"]) == ["0", "1", "2"]
+    dynamics = store.table("dynamics")  # the per-step tower recorder
+    assert set(dynamics.tower) >= {"vision", "llm"} and len(dynamics) > 0
     scores = store.table("scores")
     assert set(scores.eval_task) == {"caption", "grounding", "general"}
     preds = store.table("predictions")
@@ -77,7 +80,7 @@ def test_probe_and_two_dmole_stages(arch_dirs, name, tmp_path, one_thread, one_t
     assert len(store.table("routing")) > 0
 
     # the stage's task adapter, loaded by peft on the untouched model, computes what ours does
-    cfg = build_config(None, {**over, "method": "dmole"})
+    cfg = build_config(None, {**over, "method": "dmole", "probe.record_training": True})
     base, processor = load_model(cfg.model)
     ours, _ = load_model(cfg.model)
     adapter = store.root / "adapters" / "grounding"
