@@ -11,10 +11,10 @@ Three tables, for the preset's model (its checkpoint folder, or the real-size sh
 * ``memory``: estimated GPU memory at the preset's batch size and dtype: weights, the trainable
   parameters with their gradients and AdamW's two moments, and activations at the peak (what
   autograd saves, plus the loss's float32 softmax and gradient when the backward pass starts).
-  What autograd saves is measured, not modelled: a copy of the architecture at real width with two layers per tower
-  runs one training step of a sample of the shape's size (image and text tokens) on the CPU,
-  :func:`dmole_lab.probes.memory.saved_bytes` counts what autograd keeps per layer, and the
-  figure is scaled to the full depth and the batch.
+  What autograd saves is measured, not modelled: a copy of the architecture at real width with
+  two layers per tower runs one training step of a sample of the shape's size (image and text
+  tokens) on the CPU, :func:`dmole_lab.probes.memory.saved_bytes` counts what autograd keeps per
+  layer, and the figure is scaled to the full depth and the batch.
 
 Memory a framework adds on top (the CUDA context, allocator fragmentation, temporary buffers
 of a kernel) is not in the estimate; benchmarks/README.md compares it with measured peaks.
