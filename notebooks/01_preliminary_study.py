@@ -132,9 +132,9 @@ SensitivityExplorer(table, tasks, batches=K1)
 # (docs/models.md section 6). The shipped run (`results/probe-smollm2`) is drawn below.
 #
 # **What to look for.** The pre-trained LLM's sensitivity sits in its first half: every task
-# peaks somewhere in the first dozen layers and the last ten layers stay pale for all of
-# them. Tasks still differ in *where* in that first half they peak, which is the task
-# architecture conflict D-MoLE's allocator exploits. The vision rows look as they do with the
+# peaks in one of the first 13 layers (layer 3, 7 or 12), and in the last ten layers no task
+# scores more than about half of its peak. Tasks still differ in *where* in that first half
+# they peak, which is the task architecture conflict D-MoLE's allocator exploits. The vision rows look as they do with the
 # tiny LLM: the first vision layer dominates.
 
 # %%
