@@ -60,9 +60,7 @@ class Encoded:
         if not self.lazy:
             rows = torch.as_tensor(idx, dtype=torch.long)
             return {k: v[rows] for k, v in self.image_inputs.items()}
-        out = self.prompt_ids.fill(idx)
-        return {k: v for k, v in out.items()
-                if k != "input_ids" and not _token_aligned(k, v, out)}
+        return _split_outputs(self.prompt_ids.fill(idx))[1]
 
     def token_rows(self, idx) -> dict[str, list]:
         """The token-aligned inputs of samples ``idx``: name -> one row per sample."""
@@ -123,11 +121,11 @@ class LazyPromptIds(Sequence):
         idx = [int(i) for i in idx]
         out = _process(self.processor, [self.samples[i] for i in idx])
         mask = out["attention_mask"].bool()
-        for k, v in out.items():
-            if k == "input_ids" or (k != "attention_mask" and _token_aligned(k, v, out)):
-                rows = self.known if k == "input_ids" else self.extra.setdefault(k, {})
-                for i, row, m in zip(idx, v, mask):
-                    rows.setdefault(i, row[m].numpy().astype(np.int32))
+        tokens = {"input_ids": out["input_ids"], **_split_outputs(out)[0]}
+        for k, v in tokens.items():
+            rows = self.known if k == "input_ids" else self.extra.setdefault(k, {})
+            for i, row, m in zip(idx, v, mask):
+                rows.setdefault(i, row[m].numpy().astype(np.int32))
         return out
 
     def subset(self, idx, samples: Sequence[Sample]) -> "LazyPromptIds":
@@ -156,11 +154,17 @@ def chat_prompt(processor, question: str) -> str:
             tokenize=False)
 
 
-def _token_aligned(key: str, value, out) -> bool:
-    """Whether a processor output is laid out like the prompt's tokens (not an image input)."""
-    return key == "attention_mask" or (
-        key != "input_ids" and isinstance(value, torch.Tensor)
-        and value.shape == out["input_ids"].shape)
+def _split_outputs(out) -> tuple[dict, dict]:
+    """A processor output's (token-aligned, image) inputs, ids and attention mask left out:
+    token-aligned ones are laid out like the prompt's tokens (Qwen2-VL's mm_token_type_ids),
+    every other output is an image input."""
+    tokens, images = {}, {}
+    for k, v in out.items():
+        if k in ("input_ids", "attention_mask"):
+            continue
+        aligned = isinstance(v, torch.Tensor) and v.shape == out["input_ids"].shape
+        (tokens if aligned else images)[k] = v
+    return tokens, images
 
 
 def _process(processor, part: Sequence[Sample]):
@@ -201,16 +205,14 @@ def encode(processor, samples: Sequence[Sample], chunk: int = 256,
         out = _process(processor, part)
         mask = out["attention_mask"].bool()
         prompt_ids += [row[m].tolist() for row, m in zip(out["input_ids"], mask)]
-        for k, v in out.items():
-            if k in ("input_ids", "attention_mask"):
-                continue
-            if _token_aligned(k, v, out):
-                token_inputs.setdefault(k, []).extend(row[m].tolist() for row, m in zip(v, mask))
-            elif not _cacheable(v, len(part), image_parts.get(k)):
+        tokens, images = _split_outputs(out)
+        for k, v in tokens.items():
+            token_inputs.setdefault(k, []).extend(row[m].tolist() for row, m in zip(v, mask))
+        for k, v in images.items():
+            if not _cacheable(v, len(part), image_parts.get(k)):
                 # not one row per sample, or padded per chunk (tiles, crops): per batch instead
                 return encode(processor, samples, chunk, lazy=True)
-            else:
-                image_parts.setdefault(k, []).append(v)
+            image_parts.setdefault(k, []).append(v)
     answer_ids: list = []
     for start in range(0, len(samples), chunk):
         texts = [" " + samples[i].answer for i in range(start, min(start + chunk, len(samples)))]
