@@ -38,7 +38,15 @@ def resolve_device(device: str) -> torch.device:
 
 
 def check_model_folder(path: Path) -> dict:
-    """Validate a checkpoint folder and return its config.json; raise ModelLoadError if bad."""
+    """Validate a checkpoint folder, its processor included, and return its config.json;
+    raise ModelLoadError if bad."""
+    cfg = _check_files(path)
+    load_processor(path, cfg.get("model_type"))
+    return cfg
+
+
+def _check_files(path: Path) -> dict:
+    """The folder, config.json, anatomy map and weight files of :func:`check_model_folder`."""
     if not path.exists():
         raise ModelLoadError(
             f"model folder {path} does not exist; build the embedded default with "
@@ -64,7 +72,6 @@ def check_model_folder(path: Path) -> dict:
         raise ModelLoadError(f"{path} has no weight files (*.safetensors or *.bin)")
     for w in path.glob("*.safetensors"):
         _check_safetensors(w)
-    load_processor(path, model_type)
     return cfg
 
 
@@ -100,7 +107,7 @@ def load_model(cfg: ModelConfig):
     from transformers import AutoModelForImageTextToText
 
     path = resolve_path(cfg.path)
-    model_type = check_model_folder(path).get("model_type")
+    model_type = _check_files(path).get("model_type")  # the processor is built once, below
     if cfg.dtype not in DTYPES:
         raise ValueError(f"model.dtype={cfg.dtype!r}; allowed: {', '.join(DTYPES)}")
     device = resolve_device(cfg.device)
