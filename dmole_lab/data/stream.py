@@ -52,10 +52,13 @@ class Stream:
 
     def spec(self, name: str) -> SetSpec:
         """How set ``name`` is scored (a synthetic set's spec comes from its task)."""
-        if name in self.specs:
-            return self.specs[name]
-        s = task_spec(name)
-        return SetSpec(LAB_PREFIX + s.metric, s.max_new_tokens)
+        return self.specs[name] if name in self.specs else synthetic_spec(name)
+
+
+def synthetic_spec(name: str) -> SetSpec:
+    """How a set of the synthetic stream is scored: its task's metric, as ``lab:<metric>``."""
+    s = task_spec(name)
+    return SetSpec(LAB_PREFIX + s.metric, s.max_new_tokens)
 
 
 def validate_tasks(tasks: tuple[str, ...]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .compat import processors_without_video
+from .zoo import finish_checkpoint
 
 #: ChatML, for language models whose tokenizer knows <|im_start|> (SmolLM2, Qwen).
 CHATML_TEMPLATE = (
@@ -86,14 +87,7 @@ def pair_language_model(vision_dir: str | Path, llm_dir: str | Path,
         image_processor=vproc.image_processor, tokenizer=tok, patch_size=vproc.patch_size,
         vision_feature_select_strategy=vision.config.vision_feature_select_strategy,
         num_additional_image_tokens=vproc.num_additional_image_tokens, chat_template=template)
-    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        setattr(model.generation_config, key, getattr(tok, key))
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-    return model, processor
+    return finish_checkpoint(model, processor, out_dir)
 
 
 def projector_parameters(model) -> list[torch.nn.Parameter]:

@@ -302,15 +302,21 @@ def build_architecture(name: str, out_dir: str | Path | None = None,
     processors_without_video()
     torch.manual_seed(seed)
     model, proc = _BUILDERS[name](size)
-    tok = proc.tokenizer
+    return finish_checkpoint(model, proc, out_dir)
+
+
+def finish_checkpoint(model, processor, out_dir: str | Path | None = None):
+    """(model, processor) with generation's pad, EOS and BOS ids taken from the processor's
+    tokenizer; both saved to ``out_dir`` (a checkpoint folder) when given."""
+    tok = processor.tokenizer
     for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
         setattr(model.generation_config, key, getattr(tok, key))
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        proc.save_pretrained(out)
+        processor.save_pretrained(out)
         model.save_pretrained(out)
-    return model, proc
+    return model, processor
 
 
-__all__ = ["ARCHITECTURES", "ArchSize", "build_architecture"]
+__all__ = ["ARCHITECTURES", "ArchSize", "build_architecture", "finish_checkpoint"]

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from dmole_lab.analysis.set_scores import score_set
 from dmole_lab.config import EvalConfig
 from dmole_lab.data.encode import Encoded, placement, prompt_batch, to_device
-from dmole_lab.data.stream import SetSpec, Stream
+from dmole_lab.data.stream import SetSpec, synthetic_spec
 
 
 @torch.no_grad()
@@ -55,13 +55,14 @@ def evaluate(model, processor, sets: dict[str, Encoded], cfg: EvalConfig, stage:
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score ``model`` on every set; returns tidy (scores, predictions) tables for ``stage``.
 
-    ``spec_of(name)`` says how set ``name`` is scored (default: a synthetic set's task, as
-    :meth:`Stream.spec`); scoring: :func:`dmole_lab.analysis.set_scores.score_set`.
+    ``spec_of(name)`` says how set ``name`` is scored (default: a synthetic set's task,
+    :func:`~dmole_lab.data.stream.synthetic_spec`); scoring:
+    :func:`dmole_lab.analysis.set_scores.score_set`.
     scores: stage, eval_task, metric, value, seconds, main (True on the row of the score
     matrix; extra rows such as bleu4 or pope_f1 have their own metric name);
     predictions: stage, eval_task, index, question, prediction, reference, score.
     """
-    spec_of = spec_of or Stream((), {}, {}, {}).spec
+    spec_of = spec_of or synthetic_spec
     score_rows, pred_frames = [], []
     for name, data in tqdm(sets.items(), desc=f"eval stage {stage}", disable=not progress,
                            leave=False):
