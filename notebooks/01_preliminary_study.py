@@ -134,8 +134,8 @@ SensitivityExplorer(table, tasks, batches=K1)
 # **What to look for.** The pre-trained LLM's sensitivity sits in its first half: every task
 # peaks in one of the first 13 layers (layer 3, 7 or 12), and in the last ten layers no task
 # scores more than about half of its peak. Tasks still differ in *where* in that first half
-# they peak, which is the task architecture conflict D-MoLE's allocator exploits. The vision rows look as they do with the
-# tiny LLM: the first vision layer dominates.
+# they peak, which is the task architecture conflict D-MoLE's allocator exploits. The vision
+# rows look as they do with the tiny LLM: the first vision layer dominates.
 
 # %%
 if "probe-smollm2" in results.available():
