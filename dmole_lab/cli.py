@@ -11,6 +11,7 @@ loaded or written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                             help="folder of the tables (default: <runs_dir>/compare-<preset>)")
             sp.add_argument("--table-only", action="store_true",
                             help="train nothing: write the table of the finished runs")
+            sp.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                            help="train nothing: tabulate the finished runs of this sweep found "
+                                 "in these runs folders (shards run on several machines); "
+                                 "refuses runs of another config or code version")
         if name == "report":
             sp.add_argument("--run-dir", default=None,
                             help="a run folder (default: the run of the preset + overrides)")
@@ -116,12 +121,14 @@ def _cmd_run(cfg, args) -> int:
 
     from dmole_lab.engine.continual import check_run, run
     from dmole_lab.methods import check_method
+    from dmole_lab.training.distributed import main_process
 
     if not args.methods:
         if args.jobs != 1:
             raise ValueError(f"--jobs {args.jobs} needs --methods: one run is one process")
         store = run(cfg, progress=not args.quiet)
-        _print_report(store)
+        if main_process():  # under a launcher the others trained alongside; one reports
+            _print_report(store)
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:  # all names checked before the first run starts
@@ -131,6 +138,9 @@ def _cmd_run(cfg, args) -> int:
     cfgs = [replace(cfg, method=m) for m in methods]
     for c in cfgs:  # every run's cheap checks before the first one writes anything
         check_run(c)
+    if args.jobs > 1 and "WORLD_SIZE" in os.environ:
+        raise ValueError(f"--jobs {args.jobs} starts its own processes; under a launcher "
+                         "use --jobs 1 (the launcher's processes train each run together)")
     if args.jobs > 1:
         from dmole_lab.engine.parallel import run_parallel
 
@@ -141,8 +151,10 @@ def _cmd_run(cfg, args) -> int:
         stores = []
         for c in cfgs:
             stores.append(run(c, progress=not args.quiet))
-            _print_report(stores[-1])
-    _print_comparison(stores, cfg)
+            if main_process():
+                _print_report(stores[-1])
+    if main_process():
+        _print_comparison(stores, cfg)
     return 0
 
 
@@ -169,7 +181,7 @@ def _cmd_compare(cfg, args) -> int:
     import torch
 
     from dmole_lab.analysis.compare import format_table, parse_seeds, parse_shard, parse_variants
-    from dmole_lab.engine.sweep import sweep
+    from dmole_lab.engine.sweep import merge, sweep
     from dmole_lab.viz.report import write_figures
 
     variants = parse_variants(args.methods, ablations=not args.no_ablations)
@@ -181,8 +193,13 @@ def _cmd_compare(cfg, args) -> int:
         torch.set_num_threads(args.threads)
     name = Path(args.preset or "default").stem
     out = Path(args.out) if args.out else resolve_path(cfg.runs_dir) / f"compare-{name}"
-    result = sweep(cfg, variants, seeds, out, shard=shard, table_only=args.table_only,
-                   progress=not args.quiet, on_finish=write_figures)
+    if args.merge:
+        if args.shard != "1/1" or args.table_only:
+            raise ValueError("--merge trains nothing: it takes no --shard or --table-only")
+        result = merge(cfg, variants, seeds, [resolve_path(d) for d in args.merge], out)
+    else:
+        result = sweep(cfg, variants, seeds, out, shard=shard, table_only=args.table_only,
+                       progress=not args.quiet, on_finish=write_figures)
     if not result.done:
         print("no finished run yet: nothing to tabulate")
         return 1 if result.failed else 0

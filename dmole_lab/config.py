@@ -92,6 +92,9 @@ BRANCH_ROUTER_INPUTS = ("summary", "first")
 #: Largest seed: NumPy seeds with ``seed % 2**32``, so larger seeds would repeat smaller ones.
 SEED_MAX = 2**32 - 1
 
+#: Autocast modes of training and evaluation (dmole_lab.training.distributed).
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
 #: Metadata of a key added after runs were shipped: at its default it stays out of the config
 #: hash, so existing run folders keep their names (and a resumed sweep finds them).
 LATER = {"hash_default": False}
@@ -151,6 +154,14 @@ class TrainConfig:
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping; 0 disables"))
     max_steps: int = field(default=0, metadata=_help("cap on steps per stage; 0 = no cap"))
+    mixed_precision: str = field(default="no", metadata={**LATER, **_help(
+        "autocast of forward passes over float32 weights: no, bf16 or fp16 (fp16 with a "
+        "gradient scaler); docs/scale.md")})
+    grad_accum: int = field(default=1, metadata={**LATER, **_help(
+        "micro-batches each process splits its share of a batch into (less memory; the step's "
+        "gradient is the same up to float rounding)")})
+    grad_checkpointing: bool = field(default=False, metadata={**LATER, **_help(
+        "recompute activations in the backward pass (less memory, about a third more time)")})
 
 
 @dataclass(frozen=True)
@@ -623,6 +634,9 @@ RULES: dict[str, Rule] = {
     "train.weight_decay": _WEIGHT,
     "train.max_grad_norm": _num(0.0, note=" (0 = no clipping)"),
     "train.max_steps": _int(0, note=" (0 = no cap)"),
+    "train.mixed_precision": _choice(MIXED_PRECISION),
+    "train.grad_accum": _COUNT,
+    "train.grad_checkpointing": Rule("true or false", lambda v: True),
     "lora.r": _COUNT,
     "lora.alpha": _POSITIVE,
     "lora.dropout": _DROPOUT,
@@ -742,6 +756,9 @@ def _cross_problems(cfg: RunConfig) -> list[str]:
     if b.freeze > b.branches:
         out.append(f"branch.freeze must be an integer in 0..branch.branches (= {b.branches}), "
                    f"got {b.freeze}")
+    if cfg.train.grad_accum > cfg.train.batch_size:
+        out.append(f"train.grad_accum must be an integer in 1..train.batch_size "
+                   f"(= {cfg.train.batch_size}), got {cfg.train.grad_accum}")
     return out
 
 
@@ -773,11 +790,12 @@ def allowed_values(key: str) -> str:
     return RULES[key].allowed
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict (e.g. :func:`to_dict` of a config) as dotted key -> value."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -801,7 +819,7 @@ def load_preset(name: str) -> dict[str, Any]:
         raise ConfigError(f"preset {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"preset {path} must be a mapping of config keys")
-    return _flatten(data)
+    return flatten(data)
 
 
 def parse_cli_overrides(args: list[str]) -> dict[str, str]:

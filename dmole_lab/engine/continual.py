@@ -14,6 +14,7 @@ model, stream and method are set up; only then is the manifest written and the r
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 from tqdm.auto import tqdm
 
@@ -27,8 +28,9 @@ from dmole_lab.models.loading import check_model_folder, load_model, resolve_dev
 from dmole_lab.probes.recorders import TowerDynamics
 from dmole_lab.seeding import seed_everything, stage_seed
 from dmole_lab.store import RunStore
+from dmole_lab.training.distributed import Processes, launched
 from dmole_lab.training.evaluation import evaluate
-from dmole_lab.training.stage import train_stage
+from dmole_lab.training.stage import train_stage, use_checkpointing
 
 
 def check_run(cfg: RunConfig) -> None:
@@ -52,17 +54,25 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
     """Run ``cfg`` to completion (resuming if its folder exists); returns the run store.
 
     Raises before writing anything if ``cfg`` is unusable (:func:`check_run`), and
-    :class:`dmole_lab.store.RunFolderError` if another process is running the same run."""
+    :class:`dmole_lab.store.RunFolderError` if another process is running the same run.
+    Under ``accelerate launch`` every process runs this; each trains and evaluates its share,
+    and only the main process locks and writes the run folder (docs/scale.md).
+    """
     check_run(cfg)
     store = run_store(cfg)
-    with store.locked():
-        _run(cfg, store, progress, callbacks)
+    cpu = resolve_device(cfg.model.device).type == "cpu"
+    with launched(cfg.train.mixed_precision, cpu=cpu) as procs:
+        with store.locked() if procs.is_main else nullcontext():
+            _run(cfg, store, progress and procs.is_main, callbacks, procs)
     return store
 
 
-def _run(cfg: RunConfig, store: RunStore, progress: bool, callbacks: tuple) -> None:
-    """The body of :func:`run`, with the run folder locked."""
+def _run(cfg: RunConfig, store: RunStore, progress: bool, callbacks: tuple,
+         procs: Processes) -> None:
+    """The body of :func:`run`, with the run folder locked by the main process."""
     model, processor = load_model(cfg.model)
+    if cfg.train.grad_checkpointing:
+        use_checkpointing(model)
     seed_everything(cfg.seed)
     stream = build_stream(cfg.stream, progress=progress)
     anatomy = anatomy_of(model)
@@ -70,8 +80,13 @@ def _run(cfg: RunConfig, store: RunStore, progress: bool, callbacks: tuple) -> N
     wanted = stream.eval_sets() if cfg.eval.general else stream.test
     eval_sets = {name: encode(processor, samples) for name, samples in wanted.items()}
     # the manifest: from here on the run exists
-    store.start(cfg, tasks=list(stream.tasks), data=stream_fingerprint_of(stream))
-    method.artifacts = store.root
+    if procs.is_main:
+        store.start(cfg, tasks=list(stream.tasks), data=stream_fingerprint_of(stream))
+        store.update_manifest(processes=procs.world)
+        method.artifacts = store.root
+    # which stages to replay: the main process's reading, before anyone writes a stage
+    done = procs.broadcast([t for t in range(len(stream.tasks) + 1) if store.stage_done(t)]
+                           if procs.is_main else None)
     method.train_set = lambda task: encode(processor, stream.train[task])
 
     def finish(stage: int, state=None, log=None, extra_info=None, extra_tables=None) -> None:
@@ -86,15 +101,17 @@ def _run(cfg: RunConfig, store: RunStore, progress: bool, callbacks: tuple) -> N
         if log is not None:
             tables["train_log"] = log.table().assign(stage=stage)
             info["train_seconds"] = log.seconds
-        store.finish_stage(stage, tables, state, info)
+        if procs.is_main:
+            store.finish_stage(stage, tables, state, info)
+        procs.barrier()  # no process runs ahead of a stage the store does not hold yet
 
-    if not store.stage_done(0):
+    if 0 not in done:
         finish(0, extra_info={"task": None})
     bar = tqdm(list(enumerate(stream.tasks, 1)), desc=f"{cfg.method} stages",
                disable=not progress)
     for t, task in bar:
         bar.set_postfix(task=task)
-        if store.stage_done(t):
+        if t in done:
             model = method.restore_task(model, t, task, store.stage_state(t))
             continue
         seed_everything(stage_seed(cfg.seed, t))
@@ -121,5 +138,6 @@ def _run(cfg: RunConfig, store: RunStore, progress: bool, callbacks: tuple) -> N
         finish(t, state, log, {"task": task, "trainable_params": n_trainable,
                                "setup_seconds": setup_seconds, "end_seconds": end_seconds},
                extra)
-    write_tables(store)  # the run's results as tables; figures are drawn by viz.report
-    store.update_manifest(status="complete")
+    if procs.is_main:
+        write_tables(store)  # the run's results as tables; figures are drawn by viz.report
+        store.update_manifest(status="complete")

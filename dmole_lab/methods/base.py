@@ -12,6 +12,7 @@ from dmole_lab.analysis.usage import routing_counts
 from dmole_lab.config import RunConfig
 from dmole_lab.data.encode import Encoded
 from dmole_lab.models.anatomy import Anatomy
+from dmole_lab.training.distributed import processes
 
 
 class ContinualMethod:
@@ -119,6 +120,8 @@ class RoutedMethod(ContinualMethod):
         accuracy goes to the stage's manifest figures."""
         self.stop_routing(model)
         tables = super().after_eval(model)
+        # each process routed the evaluation batches it generated; the counts need them all
+        self.eval_routes = [r for part in processes().gather(self.eval_routes) for r in part]
         if self.eval_routes:
             tables["routing"], accuracy = routing_counts(self.eval_routes, self.routed_tasks())
             if accuracy is not None:

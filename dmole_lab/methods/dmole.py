@@ -21,6 +21,7 @@ from dmole_lab.dmole.allocation import Allocation, allocate, mode_splits, module
 from dmole_lab.dmole.router import Router, representations, train_autoencoder
 from dmole_lab.experts import AdapterShape, Experts
 from dmole_lab.probes.sensitivity import probe_batches, sensitivity
+from dmole_lab.training.distributed import processes
 from dmole_lab.training.stage import TrainCallback
 
 from .base import RoutedMethod, register
@@ -32,8 +33,11 @@ class _TrainRouting(TrainCallback):
     def __init__(self, method: "DMoLE"):
         self.method = method
 
-    def on_batch(self, step, idx, model):
-        """Current task's experts, plus the earlier task the batch votes for (support rule)."""
+    def on_step_begin(self, step, idx, model):
+        """Current task's experts, plus the earlier task the batch votes for (support rule).
+
+        The vote is over the whole batch from features every process holds alike, so under
+        several processes each routes its shard the same way (docs/scale.md)."""
         m = self.method
         active = m.router.route_training(m.train_z[idx], m.current)
         m.experts.activate(active)
@@ -101,6 +105,8 @@ class DMoLE(RoutedMethod):
                                batch_size=c.router_batch_size, lr=c.router_lr,
                                output_bias=c.router_output_bias,
                                quantile=c.router_quantile, seed=self.cfg.seed + t)
+        # one router for every process, whatever a device's kernels did to its fit
+        ae.load_state_dict(processes().broadcast(ae.state_dict()))
         self.router.add(task, ae)
         router_seconds = time.perf_counter() - start
         experts.train_only(task)

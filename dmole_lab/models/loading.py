@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from dmole_lab.config import ModelConfig, resolve_path
+from dmole_lab.training.distributed import local_device
 
 from .anatomy import available_maps
 from .compat import processors_without_video
@@ -25,16 +26,17 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda if available else cpu; anything else is checked by torch."""
+    """"auto" -> cuda if available else cpu; anything else is checked by torch. Under a
+    launcher, "cuda" is this process's own GPU (``LOCAL_RANK``)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         dev = torch.device(device)
     except RuntimeError as e:
         raise ValueError(f"model.device={device!r} is not a device; use auto, cpu or cuda") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"model.device={device!r} but CUDA is not available here; use cpu")
-    return dev
+    return local_device(dev)
 
 
 def check_model_folder(path: Path) -> dict:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
 from dmole_lab.models.anatomy import Anatomy, ModuleInfo, anatomy_of
+from dmole_lab.training.distributed import processes
 
 from .hooks import hooked
 
@@ -155,21 +156,56 @@ def sensitivity(model: torch.nn.Module, data: Encoded, proxies=("grad_norm",),
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(data))
                             for _ in range(math.ceil(batches * batch_size / len(data)))])
+    procs = processes()
     rows = []
     with _only_grad_on(model, trainable), hooked(model, fisher.forward_hooks() if fisher else {}):
         for b in tqdm(range(1, batches + 1), desc="probe", disable=not progress, leave=False):
-            idx = order[(b - 1) * batch_size : b * batch_size]
-            batch = to_device(train_batch(data, idx), device, dtype)
-            if fisher is not None:
-                n_b = (batch["labels"][:, 1:] != -100).sum(1).clamp(min=1).float()
-                fisher.scale = n_b.sum() / n_b
-                fisher.n_samples += len(idx)
-                if not need_grads:  # the graph needs a leaf that asks for gradients
-                    batch["pixel_values"].requires_grad_(True)
-            model(**batch).loss.backward()
+            # Under several processes each takes its shard of the batch, its token-mean loss
+            # weighted by its share of the batch's answer tokens (as in training_stage).
+            idx = procs.shard(order[(b - 1) * batch_size : b * batch_size])
+            n = sum(len(data.answer_ids[i]) for i in idx)
+            n_global = int(procs.sum(torch.tensor(n, dtype=torch.float64)))
+            if len(idx):
+                batch = to_device(train_batch(data, idx), device, dtype)
+                if fisher is not None:
+                    n_b = (batch["labels"][:, 1:] != -100).sum(1).clamp(min=1).float()
+                    fisher.scale = n_global / n_b
+                    fisher.n_samples += len(idx)
+                    if not need_grads:  # the graph needs a leaf that asks for gradients
+                        batch["pixel_values"].requires_grad_(True)
+                loss = model(**batch).loss
+                (loss if n == n_global else loss * (n / n_global)).backward()
             if b in snapshots:
-                rows += _read_scores(params, candidates, proxies, fisher, b)
+                with _summed_over_processes(procs, trainable, fisher):
+                    rows += _read_scores(params, candidates, proxies, fisher, b)
     return pd.DataFrame(rows)
+
+
+@contextmanager
+def _summed_over_processes(procs, params: list[torch.nn.Parameter], fisher):
+    """Within the block, gradients and Fisher sums are those of every process together; the
+    accumulation each process continues with is its own again after it."""
+    if procs.world == 1:
+        yield
+        return
+    own = [p.grad for p in params]
+    for p in params:
+        p.grad = None if p.grad is None else p.grad.clone()
+    procs.sum_grads(params)
+    if fisher is not None:
+        own_sums, own_n = dict(fisher.sums), fisher.n_samples
+        names = list(own_sums)
+        totals = procs.sum(torch.tensor([own_sums[a] for a in names] + [own_n],
+                                        dtype=torch.float64))
+        fisher.sums = dict(zip(names, totals[:-1].tolist()))
+        fisher.n_samples = int(totals[-1])
+    try:
+        yield
+    finally:
+        for p, g in zip(params, own):
+            p.grad = g
+        if fisher is not None:
+            fisher.sums, fisher.n_samples = own_sums, own_n
 
 
 @torch.no_grad()

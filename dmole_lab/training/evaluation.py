@@ -14,6 +14,7 @@ from dmole_lab.analysis.set_scores import score_set
 from dmole_lab.config import EvalConfig
 from dmole_lab.data.encode import Encoded, placement, prompt_batch, to_device
 from dmole_lab.data.stream import SetSpec, synthetic_spec
+from dmole_lab.training.distributed import processes
 
 
 @torch.no_grad()
@@ -22,23 +23,29 @@ def generate(model, processor, data: Encoded, batch_size: int, max_new_tokens: i
     """Greedy answers for every sample of ``data`` (decoded, special tokens dropped).
 
     ``before_batch(idx)`` runs before each batch is generated (a router picks experts there).
+    Under several processes the batches are dealt round-robin and the answers gathered, so
+    every process returns all of them, each batch generated exactly as one process would.
     """
+    procs = processes()
     device, dtype = placement(model)
     tok = processor.tokenizer
     model.eval()
-    out: list[str] = []
-    for start in range(0, len(data), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(data)))
+    starts = range(0, len(data), batch_size)
+    mine: list[tuple[int, list[str]]] = []
+    for b in procs.mine(len(starts)):
+        idx = np.arange(starts[b], min(starts[b] + batch_size, len(data)))
         if before_batch is not None:
             before_batch(idx)
         batch = to_device(prompt_batch(data, idx), device, dtype)
-        gen = model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False,
-            pad_token_id=data.pad_id, eos_token_id=tok.eos_token_id,
-        )
+        with procs.autocast(device):
+            gen = model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False,
+                pad_token_id=data.pad_id, eos_token_id=tok.eos_token_id,
+            )
         new = gen[:, batch["input_ids"].shape[1] :]
-        out += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
-    return out
+        mine.append((b, [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]))
+    done = sorted(pair for part in procs.gather(mine) for pair in part)
+    return [answer for _, answers in done for answer in answers]
 
 
 def _image_size(samples) -> Callable[[int], tuple[int, int]]:
@@ -64,8 +71,8 @@ def evaluate(model, processor, sets: dict[str, Encoded], cfg: EvalConfig, stage:
     """
     spec_of = spec_of or synthetic_spec
     score_rows, pred_frames = [], []
-    for name, data in tqdm(sets.items(), desc=f"eval stage {stage}", disable=not progress,
-                           leave=False):
+    bar = not progress or not processes().is_main
+    for name, data in tqdm(sets.items(), desc=f"eval stage {stage}", disable=bar, leave=False):
         spec = spec_of(name)
         t0 = time.perf_counter()
         hook = (lambda idx, name=name: before_batch(name, idx)) if before_batch else None

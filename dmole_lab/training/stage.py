@@ -3,6 +3,12 @@
 Methods plug in through three hooks: which parameters train, an optional extra loss term and
 callbacks that see every step (recorders, loggers). The loss is the model's next-token
 cross-entropy over answer tokens only, averaged over tokens (docs/method.md section 2).
+
+Under several processes each trains on its shard of every batch, optionally in
+``train.grad_accum`` micro-batches, each micro-batch's token-mean loss weighted by its share of
+the global batch's answer tokens; the gradients are then summed over processes
+(:mod:`dmole_lab.training.distributed`), so the step's gradient is the one-process gradient
+of the whole batch, up to float rounding (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from tqdm.auto import tqdm
 
 from dmole_lab.config import TrainConfig
 from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
+from dmole_lab.training.distributed import processes
 
 
 class StepCallback(Protocol):
@@ -35,8 +42,13 @@ class TrainCallback:
     their new values). Plain functions passed as callbacks are called as ``on_step``.
     """
 
+    def on_step_begin(self, step: int, idx: list[int], model: torch.nn.Module) -> None:
+        """Before ``step``; ``idx`` are the whole (global) batch's sample indices, the same
+        in every process."""
+
     def on_batch(self, step: int, idx: list[int], model: torch.nn.Module) -> None:
-        """Before the forward pass of ``step``; ``idx`` are the batch's sample indices."""
+        """Before each forward pass of ``step``; ``idx`` are the samples this pass sees (the
+        whole batch in one process without accumulation, else this process's micro-batch)."""
 
     def on_backward(self, step: int, model: torch.nn.Module) -> None:
         """Gradients of ``step`` are in ``p.grad``."""
@@ -74,6 +86,27 @@ def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def answer_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Answer tokens the next-token loss averages over (labels after the one-token shift)."""
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def use_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass (``train.grad_checkpointing``).
+
+    Non-reentrant checkpointing: frozen inputs need no ``requires_grad`` trick, and the RNG
+    state is replayed, so dropout masks and the results are those of a run without it.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ValueError(f"{type(model).__name__} does not support gradient checkpointing; "
+                         "set train.grad_checkpointing=false")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def train_stage(
     model: torch.nn.Module,
     data: Encoded,
@@ -85,9 +118,14 @@ def train_stage(
     desc: str = "train",
     progress: bool = True,
 ) -> StageLog:
-    """Train ``params`` of ``model`` on ``data`` for one stage; returns the stage log."""
+    """Train ``params`` of ``model`` on ``data`` for one stage; returns the stage log.
+
+    Every process draws the same seeded batches and trains on its shard of each one
+    (module docstring); the logged loss is the global batch's.
+    """
     if not params:
         raise ValueError("no trainable parameters for this stage")
+    procs = processes()
     device, dtype = placement(model)
     total = n_steps(len(data), cfg)
     decay = [p for p in params if p.ndim >= 2]
@@ -97,38 +135,59 @@ def train_stage(
          {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup_ratio))
+    procs.same_start(params)
+    scaler = procs.grad_scaler(device)
     rng = np.random.default_rng(seed)
     order: list[int] = []
     log = StageLog()
     start = time.perf_counter()
-    batch_hooks = [cb.on_batch for cb in callbacks if isinstance(cb, TrainCallback)]
-    backward_hooks = [cb.on_backward for cb in callbacks if isinstance(cb, TrainCallback)]
+    hooks = [cb for cb in callbacks if isinstance(cb, TrainCallback)]
     step_hooks = [cb.on_step if isinstance(cb, TrainCallback) else cb for cb in callbacks]
     model.train()
-    bar = tqdm(range(total), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(total), desc=desc, disable=not progress or not procs.is_main, leave=False)
     for step in bar:
         if len(order) < cfg.batch_size:
             order += rng.permutation(len(data)).tolist()
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        for hook in batch_hooks:
-            hook(step, idx, model)
-        batch = to_device(train_batch(data, idx), device, dtype)
-        out = model(**batch)
-        loss = out.loss
-        if extra_loss is not None:
-            extra = extra_loss(model, batch, out)
-            if extra is not None:
-                loss = loss + extra
-        loss.backward()
-        for hook in backward_hooks:
-            hook(step, model)
+        for cb in hooks:
+            cb.on_step_begin(step, idx, model)
+        micro = [m.tolist() for m in np.array_split(procs.shard(idx), cfg.grad_accum) if len(m)]
+        batches = [to_device(train_batch(data, m), device, dtype) for m in micro]
+        counts = [answer_tokens(b) for b in batches]
+        n_global = int(procs.sum(torch.tensor(sum(counts), dtype=torch.float64)))
+        # A parameter-only term (EWC, O-LoRA) is added once per step in all: 1/parts each.
+        parts = procs.world * cfg.grad_accum
+        step_loss = None
+        for m, batch, n in zip(micro, batches, counts):
+            for cb in hooks:
+                cb.on_batch(step, m, model)
+            with procs.autocast(device):
+                out = model(**batch)
+                loss = out.loss if n == n_global else out.loss * (n / n_global)
+                if extra_loss is not None:
+                    extra = extra_loss(model, batch, out)
+                    if extra is not None:
+                        loss = loss + (extra if parts == 1 else extra / parts)
+            (scaler.scale(loss) if scaler else loss).backward()
+            step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+        procs.sum_grads(params)
+        if scaler is not None:
+            scaler.unscale_(opt)
+        for cb in hooks:
+            cb.on_backward(step, model)
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         log.lrs.append(sched.get_last_lr()[0])
         sched.step()
         opt.zero_grad(set_to_none=True)
-        log.losses.append(float(loss.detach()))
+        if step_loss is None:  # this process's shard was empty (batch smaller than processes)
+            step_loss = torch.zeros((), device=device)
+        log.losses.append(float(procs.sum(step_loss.float())))
         for hook in step_hooks:
             hook(step, log.losses[-1], model)
         if step % 10 == 0:
