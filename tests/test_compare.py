@@ -106,3 +106,55 @@ def test_compare_goes_on_after_a_failing_job(smoke_overrides, tmp_path, capsys, 
     assert "failed (traceback above): mole (seed 0)" in captured.err
     assert "broke on purpose" in captured.err  # the traceback of the failing job
     assert "1 of 2 runs finished" in captured.out  # seq-lora still ran
+
+
+def test_merge_gathers_shards_from_several_machines_and_refuses_mismatches(
+        smoke_overrides, tmp_path, capsys):
+    """Two machines each run one shard in their own runs folder; ``--merge`` tabulates both
+    as one sweep would. A shard started with another learning rate, or made by another
+    version of torch, is refused by name before anything is written."""
+    import json
+    import shutil
+
+    argv = [f"--{k}={v}" for k, v in smoke_overrides.items() if k != "runs_dir"]
+    argv += ["--train.max_steps=2"]
+    common = ["compare", "--quiet", "--methods", "seq-lora,seq-ft", "--seeds", "0",
+              "--threads", "1"]
+    a, b = tmp_path / "machine-a", tmp_path / "machine-b"
+    assert main([*common, "--shard", "1/2", f"--runs_dir={a}", "--out", str(a / "t"),
+                 *argv]) == 0
+    assert main([*common, "--shard", "2/2", f"--runs_dir={b}", "--out", str(b / "t"),
+                 *argv]) == 0
+    capsys.readouterr()
+    out = tmp_path / "merged"
+    assert main([*common, "--merge", str(a), str(b), "--out", str(out), *argv]) == 0
+    assert "2 of 2 runs finished" in capsys.readouterr().out
+    table = pd.read_parquet(out / "table.parquet")
+    assert table.variant.tolist() == ["seq-lora", "seq-ft"]
+    # the same table as one machine holding both runs
+    both = tmp_path / "both"
+    for run in [*a.glob("*-*/manifest.json"), *b.glob("*-*/manifest.json")]:
+        shutil.copytree(run.parent, both / run.parent.name)
+    assert main([*common, "--table-only", f"--runs_dir={both}", "--out", str(both / "t"),
+                 *argv]) == 0
+    pd.testing.assert_frame_equal(table, pd.read_parquet(both / "t" / "table.parquet"))
+
+    c = tmp_path / "machine-c"  # a shard run with another learning rate
+    assert main([*common, "--shard", "2/2", f"--runs_dir={c}", "--out", str(c / "t"),
+                 "--train.lr=0.01", *argv]) == 0
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    assert main([*common, "--merge", str(a), str(c), "--out", str(refused), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "cannot merge" in err and "seq-ft run at seed 0 with another config" in err
+    assert "train.lr=0.01 (the sweep: 0.002)" in err
+    assert not refused.exists()
+
+    (manifest,) = b.glob("seq-ft-*/manifest.json")  # the same run made by another torch
+    m = json.loads(manifest.read_text())
+    m["versions"]["torch"] = "2.0.0"
+    manifest.write_text(json.dumps(m))
+    assert main([*common, "--merge", str(a), str(b), "--out", str(refused), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "made by different code" in err and "torch=2.0.0" in err
+    assert not refused.exists()

@@ -9,6 +9,7 @@ call :func:`sweep`.
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dmole_lab.analysis.compare import Variant, jobs, write_tables
-from dmole_lab.config import RunConfig, apply_overrides
+from dmole_lab.config import RunConfig, apply_overrides, flatten, to_dict
 from dmole_lab.methods import check_method
 from dmole_lab.store import RunFolderError, RunStore
 
@@ -100,4 +101,86 @@ def sweep(cfg: RunConfig, variants: list[Variant], seeds: list[int], out: Path,
     return result
 
 
-__all__ = ["SweepResult", "finished", "job_config", "sweep"]
+def _code(manifest: dict) -> dict:
+    """What must agree across merged runs: the project's commit and the versions of the
+    packages that shape results (the Python patch level does not)."""
+    return {"commit": manifest.get("commit", "unknown"),
+            **{k: v for k, v in manifest.get("versions", {}).items() if k != "python"}}
+
+
+def _differences(theirs: dict, ours: dict, limit: int = 4) -> list[str]:
+    """Dotted keys where two flattened configs differ (``runs_dir`` aside)."""
+    keys = sorted((set(theirs) | set(ours)) - {"runs_dir"})
+    return [f"{k}={theirs.get(k)!r} (the sweep: {ours.get(k)!r})" for k in keys
+            if theirs.get(k) != ours.get(k)][:limit]
+
+
+def merge(cfg: RunConfig, variants: list[Variant], seeds: list[int], dirs: list[Path],
+          out: Path) -> SweepResult:
+    """Tabulate the finished runs of a sweep that shards ran on several machines.
+
+    ``dirs`` are the machines' runs folders (copied next to each other). Each job of
+    ``variants`` x ``seeds`` is looked up by its run name (its config hash) in every folder.
+    Refused with a ValueError listing every problem, before anything is written:
+
+    - a run of one of the sweep's methods and seeds whose config is not the sweep's (its
+      differing keys are named; e.g. a shard started with another learning rate);
+    - runs made by different code: another commit, or other versions of the packages that
+      shape results (torch, transformers, ...).
+
+    A job finished in two folders is taken once (they agree: same config, same code).
+    """
+    for v in variants:
+        check_method(v.method)
+    configs = {(v.name, s): job_config(cfg, v, s) for v in variants for s in seeds}
+    by_name = {RunStore.run_name(c): key for key, c in configs.items()}
+    found: dict[str, RunStore] = {}
+    problems: list[str] = []
+    codes: dict[str, list[str]] = {}
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise FileNotFoundError(f"--merge {d}: no such folder")
+        for manifest_path in sorted(d.glob("*/manifest.json")):
+            store = RunStore(manifest_path.parent)
+            m = store.manifest()
+            if m.get("kind", "continual") != "continual":
+                continue
+            name = store.root.name
+            if name not in by_name:
+                near = [c for c in configs.values()
+                        if c.method == m.get("method") and c.seed == m.get("seed")]
+                if near:
+                    theirs = flatten(m["config"])
+                    diffs = min((_differences(theirs, flatten(to_dict(c))) for c in near),
+                                key=len)
+                    problems.append(f"{store.root} is a {m['method']} run at seed {m['seed']} "
+                                    f"with another config: {', '.join(diffs)}")
+                continue
+            if m.get("status") != "complete":
+                continue
+            code = json.dumps(_code(m), sort_keys=True)
+            codes.setdefault(code, []).append(str(store.root))
+            found.setdefault(name, store)
+    if len(codes) > 1:
+        kinds = [json.loads(c) for c in codes]
+        keys = sorted(k for k in set().union(*kinds) if len({str(x.get(k)) for x in kinds}) > 1)
+        problems.append("the runs were made by different code (" + "; ".join(
+            f"{', '.join(f'{k}={json.loads(c).get(k)}' for k in keys)}: {runs[0]}"
+            + (f" and {len(runs) - 1} more" if len(runs) > 1 else "")
+            for c, runs in codes.items()) + ")")
+    if problems:
+        raise ValueError("cannot merge: " + " | ".join(problems))
+    result = SweepResult()
+    for variant, seed in jobs(variants, seeds):
+        store = found.get(RunStore.run_name(configs[(variant.name, seed)]))
+        if store is None:
+            result.missing.append((variant, seed))
+        else:
+            result.done.append((variant, seed, store))
+    if result.done:
+        result.paths, result.table = write_tables(result.done, out,
+                                                  order=[v.name for v in variants])
+    return result
+
+
+__all__ = ["SweepResult", "finished", "job_config", "merge", "sweep"]
