@@ -86,7 +86,7 @@ def worker(args) -> dict:
     import torch
 
     from dmole_lab.config import build_config
-    from dmole_lab.engine.plan import _with_adapters, activation_table
+    from dmole_lab.engine.plan import activation_table, with_adapters
     from dmole_lab.models.anatomy import anatomy_of
     from dmole_lab.models.shapes import cut_down, dummy_batch, load_shape, shape_config
 
@@ -103,7 +103,7 @@ def worker(args) -> dict:
     model = cut_down(shape, layers, args.dtype)
     model = model.to(args.device)
     anatomy = anatomy_of(model)
-    model, params = _with_adapters(family, cfg, model, anatomy)
+    model, params = with_adapters(family, cfg, model, anatomy)
     trainable = sum(p.numel() * p.element_size() for p in params)
     opt = torch.optim.AdamW(params, lr=1e-4)
     batch = {k: v.to(args.device) for k, v in dummy_batch(shape, model.config, args.batch).items()}

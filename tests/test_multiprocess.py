@@ -10,8 +10,8 @@ of at most 5e-7 on losses near 5 and 2.4e-7 on expert weights). Dropout is off
 because every process draws its own masks, so runs with dropout match only in distribution.
 
 On CPUs ``accelerate launch --cpu`` starts a single process (accelerate runs several CPU
-processes only through MPI), so the test launches torchrun workers with ``--multi_gpu`` and
-``model.device=cpu``, as docs/scale.md tells users to.
+processes only through MPI), so the test launches torchrun workers with the shipped
+``configs/accelerate/cpu-2.yaml`` and ``model.device=cpu``, as docs/scale.md tells users to.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from dmole_lab.engine.continual import run
 from dmole_lab.store import RunStore
 
 RTOL, ATOL = 1e-5, 1e-6
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 EXACT = ("predictions", "scores", "allocation", "routing", "train_routing")
 
 #: Records, per process, every file the process creates or renames under the runs folder
@@ -85,8 +86,7 @@ def _launch(overrides: dict, runs: Path, audit: Path) -> subprocess.Popen:
         "PYTHONPATH", "")]), "DMOLE_AUDIT_ROOT": str(runs), "DMOLE_AUDIT_DIR": str(audit),
         "OMP_NUM_THREADS": "1"}
     accelerate = Path(sys.executable).with_name("accelerate")
-    argv = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    argv = [str(accelerate), "launch", "--config_file", str(CONFIGS / "cpu-2.yaml"),
             "--main_process_port", str(_free_port()), "-m", "dmole_lab", "run", "--quiet",
             f"--runs_dir={runs}", *(f"--{k}={v}" for k, v in overrides.items())]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -179,3 +179,12 @@ def test_a_killed_rank_stops_the_run_cleanly_and_it_resumes_to_the_same_results(
     _finish(_launch(overrides, runs, tmp_path / "audit-resume"))
     assert store.manifest()["status"] == "complete"
     _same_results(reference, store.root)
+
+
+def test_the_shipped_launcher_configs_are_ones_accelerate_reads():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    for name, processes in [("multi-gpu.yaml", 8), ("cpu-2.yaml", 2)]:
+        cfg = load_config_from_file(str(CONFIGS / name))
+        assert cfg.distributed_type == "MULTI_GPU" and cfg.num_processes == processes
+        assert cfg.mixed_precision == "no"  # the run's precision is its config's

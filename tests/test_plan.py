@@ -9,12 +9,12 @@ import torch
 
 from dmole_lab.config import build_config
 from dmole_lab.engine.plan import (
-    _with_adapters,
     activation_table,
     dmole_range,
     method_table,
     plan,
     tower_table,
+    with_adapters,
 )
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.shapes import (
@@ -65,7 +65,7 @@ def test_activation_estimate_matches_the_full_depth(name, one_thread):
     full = cut_down(shape, (4, 6))
     anatomy = anatomy_of(full)
     for family in ("seq-lora", "dmole"):
-        model, _ = _with_adapters(family, cfg, copy.deepcopy(full), anatomy)
+        model, _ = with_adapters(family, cfg, copy.deepcopy(full), anatomy)
         measured = saved_bytes(model, anatomy, dummy_batch(shape, model.config))["total"]
         estimated = est.loc[est.method == family, "activation_bytes_per_sample"].item()
         assert estimated == pytest.approx(measured, rel=0.02), family

@@ -89,6 +89,13 @@ def test_a_launcher_asking_for_another_precision_is_refused(monkeypatch):
             pass
 
 
+def test_a_launcher_config_for_an_engine_we_do_not_drive_is_refused(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ValueError, match="asks for DEEPSPEED"):
+        with launched("no"):
+            pass
+
+
 def test_a_process_alone_shards_nothing_and_reduces_nothing():
     procs = Processes()
     assert procs.world == 1 and procs.is_main

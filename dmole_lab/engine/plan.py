@@ -93,15 +93,18 @@ def dmole_range(cfg: RunConfig, anatomy: Anatomy) -> tuple[int, int]:
     return lo, hi
 
 
-def _with_adapters(method: str, cfg: RunConfig, model, anatomy: Anatomy):
-    """``model`` with the adapters ``method`` trains on task 1; returns (model, trainable)."""
+def with_adapters(method: str, cfg: RunConfig, model, anatomy: Anatomy, batch_size: int = 1,
+                  dmole_paths: list[str] | None = None):
+    """``model`` with the adapters ``method`` trains on task 1, routed for batches of
+    ``batch_size``; returns (model, trainable parameters). D-MoLE's experts go on
+    ``dmole_paths`` (default: every candidate, the largest allocation per module)."""
     run = replace(cfg, method=method)
-    if method == "dmole":  # experts on every candidate: the largest allocation per module
+    if method == "dmole":
         from dmole_lab.experts.base import AdapterShape
         from dmole_lab.experts.model import Experts
 
         ex = Experts(model, AdapterShape.of(cfg.dmole, "dmole"))
-        ex.add("t1", [m.path for m in anatomy.candidates()])
+        ex.add("t1", dmole_paths or [m.path for m in anatomy.candidates()])
         ex.activate(["t1"])
         return model, ex.train_only("t1")
     if method == "branchlora":
@@ -112,7 +115,7 @@ def _with_adapters(method: str, cfg: RunConfig, model, anatomy: Anatomy):
                               cfg.branch)
         for layer in layers.values():
             layer.add_router("t1")
-        selector.set(["t1"], None)
+        selector.set(["t1"] * batch_size, None)
         return model, [p for layer in layers.values() for n, p in layer.named_parameters()
                        if not n.startswith("base_layer")]
     m = make_method(run, anatomy)
@@ -131,7 +134,7 @@ def method_table(cfg: RunConfig, base, anatomy: Anatomy,
             rows.append({"method": method, "trainable": hi, "trainable_min": lo,
                          "trainable_bytes": hi * width})
             continue
-        model, params = _with_adapters(method, cfg, copy.deepcopy(base), anatomy)
+        model, params = with_adapters(method, cfg, copy.deepcopy(base), anatomy)
         n = sum(p.numel() for p in params)
         rows.append({"method": method, "trainable": n, "trainable_min": n,
                      "trainable_bytes": sum(p.numel() * p.element_size() for p in params)})
@@ -152,7 +155,7 @@ def activation_table(cfg: RunConfig, shape: dict | None, config, progress: bool 
     anatomy = anatomy_of(built)
     for family in tqdm(families, desc="measuring activations", disable=not progress,
                        leave=False):
-        model, _ = _with_adapters(family, cfg, copy.deepcopy(built), anatomy)
+        model, _ = with_adapters(family, cfg, copy.deepcopy(built), anatomy)
         counted = saved_bytes(model, anatomy, dummy_batch(shape, model.config))
         per_sample = counted.get("other", 0.0) + sum(
             counted.get(f"{t}.0", 0.0) + (depth[t] - 1) * counted.get(f"{t}.1", 0.0)
@@ -216,4 +219,4 @@ def plan(cfg: RunConfig, methods=METHOD_NAMES, activations: bool = True,
 
 
 __all__ = ["ACTIVATION_FAMILIES", "Plan", "activation_table", "dmole_range", "memory_table",
-           "method_table", "plan", "tower_table"]
+           "method_table", "plan", "tower_table", "with_adapters"]

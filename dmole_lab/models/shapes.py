@@ -78,15 +78,16 @@ def skeleton(config) -> torch.nn.Module:
     return model
 
 
-def cut_down(shape: dict, layers: tuple[int, int], dtype: str = "float32",
-             seed: int = 0) -> torch.nn.Module:
-    """A shape at real width with ``layers`` = (vision, llm) layers and transformers' random
-    initialisation (seeded) in ``dtype`` on the CPU, frozen."""
+def cut_down(shape: dict, layers: tuple[int, int] | None, dtype: str = "float32",
+             seed: int = 0, device: str = "cpu") -> torch.nn.Module:
+    """A shape at real width with ``layers`` = (vision, llm) layers (None: its full depth) and
+    transformers' random initialisation (seeded) in ``dtype`` on ``device``, frozen."""
     from transformers import AutoModelForImageTextToText
 
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(shape_config(shape, layers),
-                                                    dtype=DTYPES[dtype])
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(shape_config(shape, layers),
+                                                        dtype=DTYPES[dtype])
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -169,6 +169,13 @@ def launched(mixed_precision: str = "no", cpu: bool = False) -> Iterator[Process
     agree with ``train.mixed_precision`` (the run's folder is named by its config).
     """
     global _CURRENT
+    for engine in ("DEEPSPEED", "FSDP"):
+        if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() in ("1", "true"):
+            raise ValueError(
+                f"the launcher's config asks for {engine}, which dmole_lab does not drive yet; "
+                "launch plain data parallelism (configs/accelerate/multi-gpu.yaml) and save "
+                "memory with train.grad_checkpointing, train.grad_accum or model.dtype=bfloat16 "
+                "(docs/scale.md)")
     asked = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if asked not in ("no", mixed_precision):
         raise ValueError(
