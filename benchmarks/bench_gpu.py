@@ -189,10 +189,6 @@ def measure(shape_name: str, method: str, args) -> dict:
     if probe_s is not None:
         train_s = math.ceil(args.task_samples / args.batch) * step_s
         row.update(probe_batches=k1, probe_s=probe_s, probe_share=probe_s / (probe_s + train_s))
-    del step  # the last references to the model and optimiser go with this frame
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return row
 
 
@@ -219,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         args.batch, args.steps, args.warmup = min(args.batch, 2), min(args.steps, 2), 1
     import torch
 
-    rows = [measure(s, m, args) for s in args.shapes.split(",") for m in args.methods.split(",")]
+    rows = []
+    for s in args.shapes.split(","):
+        for m in args.methods.split(","):
+            rows.append(measure(s, m, args))
+            gc.collect()  # the model and optimiser of the last measure go with its frame
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
     for s in {r["shape"] for r in rows}:
         lora = next((r for r in rows if r["shape"] == s and r["method"] == "seq-lora"), None)
         for r in rows:
