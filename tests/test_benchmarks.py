@@ -186,3 +186,17 @@ def test_bench_widgets_smoke(tmp_path, monkeypatch):
     assert 0 < alloc["allocation_only"]["median_ms"] <= alloc["median_ms"]
     with pytest.raises(SystemExit, match="unknown explorer 'nope'"):
         runpy.run_path(str(BENCH / "bench_widgets.py"))["main"](["--explorers", "nope"])
+
+
+def test_profile_step_smoke(smoke_overrides, tmp_path, monkeypatch):
+    out = tmp_path / "profile_step.json"
+    _run("profile_step.py", ["--preset", "smoke", "--methods", "seq-lora,dmole", "--steps", "2",
+                             "--rounds", "1", "--json", str(out), *_overrides(smoke_overrides)],
+         monkeypatch)
+    rows = json.loads(out.read_text())["methods"]
+    for row in rows.values():
+        assert row["step_ms"] > 0 and row["forward_ops"] > 0 and row["gflop_per_step"] > 0
+        shares = [row[f"{k}_share"] for k in ("batch", "forward", "backward", "optimiser")]
+        assert abs(sum(shares) - 1) < 1e-9 and min(shares) > 0
+        assert 0 < row["products_share_of_profiled"] < 1 and row["distinct_products"] > 0
+        assert row["step_over_floor"] > 0 and row["dropout"] > 0
