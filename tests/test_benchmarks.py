@@ -197,6 +197,6 @@ def test_profile_step_smoke(smoke_overrides, tmp_path, monkeypatch):
     for row in rows.values():
         assert row["step_ms"] > 0 and row["forward_ops"] > 0 and row["gflop_per_step"] > 0
         shares = [row[f"{k}_share"] for k in ("batch", "forward", "backward", "optimiser")]
-        assert abs(sum(shares) - 1) < 1e-9 and min(shares) > 0
+        assert abs(sum(shares) - 1) < 1e-3 and min(shares) > 0  # rounded to 4 places
         assert 0 < row["products_share_of_profiled"] < 1 and row["distinct_products"] > 0
         assert row["step_over_floor"] > 0 and row["dropout"] > 0

@@ -89,11 +89,31 @@ def test_a_launcher_asking_for_another_precision_is_refused(monkeypatch):
             pass
 
 
-def test_a_launcher_config_for_an_engine_we_do_not_drive_is_refused(monkeypatch):
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(ValueError, match="asks for DEEPSPEED"):
+@pytest.mark.parametrize("env, message", [
+    ({"ACCELERATE_USE_FSDP": "true"}, "asks for FSDP"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+     "ZeRO stage 3; allowed: 1 or 2"),
+])
+def test_a_launcher_config_for_an_engine_we_do_not_drive_is_refused(monkeypatch, env, message):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValueError, match=message):
         with launched("no"):
             pass
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"train.grad_accum": 2}, "train.grad_accum=2 under DeepSpeed ZeRO"),
+    ({"train.mixed_precision": "fp16"}, "train.mixed_precision=fp16 under DeepSpeed ZeRO"),
+])
+def test_what_zero_cannot_do_is_refused_before_anything_is_written(base, tmp_path, monkeypatch,
+                                                                   override, message):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    cfg = build_config(None, {**base, **override, "runs_dir": str(tmp_path / "runs")})
+    with pytest.raises(ValueError, match=message):
+        run(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_process_alone_shards_nothing_and_reduces_nothing():

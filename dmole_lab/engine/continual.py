@@ -45,6 +45,17 @@ def check_run(cfg: RunConfig) -> None:
     resolve_device(cfg.model.device)
 
 
+def check_zero(cfg: RunConfig) -> None:
+    """What a run under DeepSpeed ZeRO cannot do (ValueError naming the key; docs/scale.md)."""
+    if cfg.train.grad_accum > 1:
+        raise ValueError(f"train.grad_accum={cfg.train.grad_accum} under DeepSpeed ZeRO; "
+                         "allowed: 1 (the engine reduces every backward pass)")
+    if cfg.train.mixed_precision == "fp16":
+        raise ValueError("train.mixed_precision=fp16 under DeepSpeed ZeRO; allowed: no or bf16 "
+                         "(DeepSpeed scales fp16 losses itself: load the model with "
+                         "model.dtype=float16 instead)")
+
+
 def run_store(cfg: RunConfig) -> RunStore:
     """The run folder of ``cfg`` (it may not exist yet)."""
     return RunStore.of(cfg)
@@ -62,6 +73,8 @@ def run(cfg: RunConfig, progress: bool = True, callbacks: tuple = ()) -> RunStor
     store = run_store(cfg)
     cpu = resolve_device(cfg.model.device).type == "cpu"
     with launched(cfg.train.mixed_precision, cpu=cpu) as procs:
+        if procs.zero_stage is not None:
+            check_zero(cfg)
         with store.locked() if procs.is_main else nullcontext():
             _run(cfg, store, progress and procs.is_main, callbacks, procs)
     return store

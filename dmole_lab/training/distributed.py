@@ -34,6 +34,10 @@ def _launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("1", "true")
+
+
 def main_process() -> bool:
     """True in the process that reports and writes (rank 0, or the only process)."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -46,12 +50,15 @@ class Processes:
     (:meth:`autocast`); the Accelerator, if any, set up the process group.
     """
 
-    def __init__(self, mixed_precision: str = "no", accelerator=None):
+    def __init__(self, mixed_precision: str = "no", accelerator=None,
+                 zero_stage: int | None = None):
         if mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed precision {mixed_precision!r}; allowed: "
                              f"{', '.join(MIXED_PRECISION)}")
         self.mixed_precision = mixed_precision
         self.accelerator = accelerator
+        #: DeepSpeed ZeRO stage (1 or 2) that shards the trainable state, or None
+        self.zero_stage = zero_stage
         on = td.is_available() and td.is_initialized()
         self.world = td.get_world_size() if on else 1
         self.rank = td.get_rank() if on else 0
@@ -169,13 +176,19 @@ def launched(mixed_precision: str = "no", cpu: bool = False) -> Iterator[Process
     agree with ``train.mixed_precision`` (the run's folder is named by its config).
     """
     global _CURRENT
-    for engine in ("DEEPSPEED", "FSDP"):
-        if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() in ("1", "true"):
+    if _flag("ACCELERATE_USE_FSDP"):
+        raise ValueError(
+            "the launcher's config asks for FSDP, which dmole_lab does not drive; use "
+            "configs/accelerate/zero2.yaml (DeepSpeed ZeRO-2) or plain data parallelism "
+            "(configs/accelerate/multi-gpu.yaml) (docs/scale.md)")
+    zero_stage = None
+    if _flag("ACCELERATE_USE_DEEPSPEED"):
+        zero_stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))
+        if zero_stage not in (1, 2):
             raise ValueError(
-                f"the launcher's config asks for {engine}, which dmole_lab does not drive yet; "
-                "launch plain data parallelism (configs/accelerate/multi-gpu.yaml) and save "
-                "memory with train.grad_checkpointing, train.grad_accum or model.dtype=bfloat16 "
-                "(docs/scale.md)")
+                f"the launcher's config asks for DeepSpeed ZeRO stage {zero_stage}; allowed: "
+                "1 or 2 (stage 3 shards the weights, which the methods read and wrap; "
+                "docs/scale.md)")
     asked = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if asked not in ("no", mixed_precision):
         raise ValueError(
@@ -183,11 +196,16 @@ def launched(mixed_precision: str = "no", cpu: bool = False) -> Iterator[Process
             f"{mixed_precision!r}; set --train.mixed_precision={asked} (the run's config "
             "names its precision)")
     accelerator = None
-    if _launched():
+    if zero_stage is not None and _launched():
+        # DeepSpeed engines are built per stage by the training loop (training.zero); the
+        # process group is torch's, from the launcher's environment
+        if not td.is_initialized():
+            td.init_process_group("gloo" if cpu else "nccl")
+    elif _launched():
         from accelerate import Accelerator
 
         accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
-    previous, _CURRENT = _CURRENT, Processes(mixed_precision, accelerator)
+    previous, _CURRENT = _CURRENT, Processes(mixed_precision, accelerator, zero_stage)
     try:
         yield _CURRENT
     finally:

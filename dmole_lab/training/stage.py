@@ -132,68 +132,88 @@ def train_stage(
     no_decay = [p for p in params if p.ndim < 2]
     # foreach: a handful of multi-tensor kernels instead of ~30 operators per parameter (the
     # CPU default); the same arithmetic, bit for bit (benchmarks/profile_step.py)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, foreach=True,
-    )
+    # (only non-empty groups: DeepSpeed drops empty ones, which would leave the schedule
+    # with more groups than the optimiser)
+    groups = [{"params": ps, "weight_decay": wd}
+              for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)) if ps]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup_ratio))
     procs.same_start(params)
     scaler = procs.grad_scaler(device)
-    rng = np.random.default_rng(seed)
-    order: list[int] = []
-    log = StageLog()
-    start = time.perf_counter()
-    hooks = [cb for cb in callbacks if isinstance(cb, TrainCallback)]
-    step_hooks = [cb.on_step if isinstance(cb, TrainCallback) else cb for cb in callbacks]
-    model.train()
-    bar = tqdm(range(total), desc=desc, disable=not progress or not procs.is_main, leave=False)
-    for step in bar:
-        if len(order) < cfg.batch_size:
-            order += rng.permutation(len(data)).tolist()
-        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        for cb in hooks:
-            cb.on_step_begin(step, idx, model)
-        micro = [m.tolist() for m in np.array_split(procs.shard(idx), cfg.grad_accum) if len(m)]
-        batches = [to_device(train_batch(data, m), device, dtype) for m in micro]
-        counts = [answer_tokens(b) for b in batches]
-        n_global = int(procs.sum(torch.tensor(sum(counts), dtype=torch.float64)))
-        # A parameter-only term (EWC, O-LoRA) is added once per step in all: 1/parts each.
-        parts = procs.world * cfg.grad_accum
-        step_loss = None
-        for m, batch, n in zip(micro, batches, counts):
+    engine = None
+    if procs.zero_stage is not None:
+        from dmole_lab.training.zero import zero_engine
+
+        engine = zero_engine(model, opt, cfg, procs.zero_stage, procs.world)
+    try:
+        rng = np.random.default_rng(seed)
+        order: list[int] = []
+        log = StageLog()
+        start = time.perf_counter()
+        hooks = [cb for cb in callbacks if isinstance(cb, TrainCallback)]
+        step_hooks = [cb.on_step if isinstance(cb, TrainCallback) else cb for cb in callbacks]
+        model.train()
+        bar = tqdm(range(total), desc=desc, disable=not progress or not procs.is_main, leave=False)
+        for step in bar:
+            if len(order) < cfg.batch_size:
+                order += rng.permutation(len(data)).tolist()
+            idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
             for cb in hooks:
-                cb.on_batch(step, m, model)
-            with procs.autocast(device):
-                out = model(**batch)
-                loss = out.loss if n == n_global else out.loss * (n / n_global)
-                if extra_loss is not None:
-                    extra = extra_loss(model, batch, out)
-                    if extra is not None:
-                        loss = loss + (extra if parts == 1 else extra / parts)
-            (scaler.scale(loss) if scaler else loss).backward()
-            step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
-        procs.sum_grads(params)
-        if scaler is not None:
-            scaler.unscale_(opt)
-        for cb in hooks:
-            cb.on_backward(step, model)
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        log.lrs.append(sched.get_last_lr()[0])
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step_loss is None:  # this process's shard was empty (batch smaller than processes)
-            step_loss = torch.zeros((), device=device)
-        log.losses.append(float(procs.sum(step_loss.float())))
-        for hook in step_hooks:
-            hook(step, log.losses[-1], model)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{log.losses[-1]:.3f}")
-    model.eval()
-    log.seconds = time.perf_counter() - start
+                cb.on_step_begin(step, idx, model)
+            micro = [m.tolist() for m in np.array_split(procs.shard(idx), cfg.grad_accum) if len(m)]
+            batches = [to_device(train_batch(data, m), device, dtype) for m in micro]
+            counts = [answer_tokens(b) for b in batches]
+            n_global = int(procs.sum(torch.tensor(sum(counts), dtype=torch.float64)))
+            # A parameter-only term (EWC, O-LoRA) is added once per step in all: 1/parts each.
+            parts = procs.world * cfg.grad_accum
+            step_loss = None
+            for m, batch, n in zip(micro, batches, counts):
+                for cb in hooks:
+                    cb.on_batch(step, m, model)
+                with procs.autocast(device):
+                    out = model(**batch)
+                    loss = out.loss if n == n_global else out.loss * (n / n_global)
+                    if extra_loss is not None:
+                        extra = extra_loss(model, batch, out)
+                        if extra is not None:
+                            loss = loss + (extra if parts == 1 else extra / parts)
+                if engine is not None:  # the engine averages over processes; we want the sum
+                    engine.backward(loss * procs.world)
+                else:
+                    (scaler.scale(loss) if scaler else loss).backward()
+                step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+            if engine is not None and not micro:  # an empty shard still joins the reduction
+                engine.backward(sum(p.sum() for p in params) * 0.0)
+            if engine is None:
+                procs.sum_grads(params)
+            if scaler is not None:
+                scaler.unscale_(opt)
+            for cb in hooks:
+                cb.on_backward(step, model)
+            if engine is not None:
+                engine.step()  # reduces, clips over every shard, steps
+            elif scaler is not None:
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                scaler.step(opt)
+                scaler.update()
+            else:
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                opt.step()
+            log.lrs.append(sched.get_last_lr()[0])
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            if step_loss is None:  # this process's shard was empty (batch smaller than processes)
+                step_loss = torch.zeros((), device=device)
+            log.losses.append(float(procs.sum(step_loss.float())))
+            for hook in step_hooks:
+                hook(step, log.losses[-1], model)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{log.losses[-1]:.3f}")
+        model.eval()
+        log.seconds = time.perf_counter() - start
+    finally:
+        if engine is not None:
+            engine.destroy()  # its gradient hooks must not outlive the stage
     return log

@@ -38,8 +38,10 @@ def write_figures(store: RunStore) -> dict[str, Path]:
     ]
     if (tables / "dynamics.parquet").exists():
         dynamics = store.summary("dynamics")
+        # gradient norms when recorded (not under DeepSpeed ZeRO: no process holds them all)
+        quantity = "grad_norm" if (dynamics["quantity"] == "grad_norm").any() else "rel_update"
         figures.append(("tower_dynamics", "tower_dynamics",
-                        lambda: plots.tower_dynamics(dynamics, title=title)))
+                        lambda: plots.tower_dynamics(dynamics, quantity, title=title)))
     if (tables / "allocation.parquet").exists():
         alloc, sens = store.summary("allocation"), store.summary("sensitivity")
         n_layers = (sens.groupby("tower")["layer"].max() + 1).astype(int).to_dict()
