@@ -27,6 +27,7 @@ from dmole_lab.config import OUTPUT_BIAS, ROUTING_MODES
 from dmole_lab.data.encode import Encoded, placement, prompt_batch, to_device
 from dmole_lab.models.anatomy import Anatomy
 from dmole_lab.probes.hooks import hooked
+from dmole_lab.training.distributed import processes
 
 
 def _image_token_id(model) -> int | None:
@@ -39,11 +40,14 @@ def _image_token_id(model) -> int | None:
 
 @torch.no_grad()
 def representations(model: nn.Module, data: Encoded, anatomy: Anatomy, batch_size: int = 64,
-                    progress: bool = False, normalise: str = "parts") -> torch.Tensor:
+                    progress: bool = False, normalise: str = "parts",
+                    shared: bool = False) -> torch.Tensor:
     """(N, d_vision + d_llm) routing features of every sample of ``data``.
 
     ``normalise="parts"`` (default): both parts L2-normalised, concatenated, scaled by
     1/sqrt(2) to unit norm; ``"whole"``: the concatenation L2-normalised (kept for comparison).
+    ``shared=True``: every process of a run calls this for the same ``data``, so the batches
+    are dealt among them and the features gathered (each batch computed as one process would).
 
     Run with every expert off (the base model): the caller deactivates them.
     """
@@ -71,10 +75,13 @@ def representations(model: nn.Module, data: Encoded, anatomy: Anatomy, batch_siz
     was_training = model.training
     model.eval()
     parts = []
+    procs = processes()
+    starts = list(range(0, len(data), batch_size))
+    mine = procs.mine(len(starts)) if shared else range(len(starts))
     with hooked(model, {vision_last: keep("vision"), final_norm: keep("llm")},
                 pre={first_llm: keep_llm_input}):
-        for start in tqdm(range(0, len(data), batch_size), desc="router features",
-                          disable=not progress, leave=False):
+        for b in tqdm(mine, desc="router features", disable=not progress, leave=False):
+            start = starts[b]
             idx = np.arange(start, min(start + batch_size, len(data)))
             batch = to_device(prompt_batch(data, idx), device, dtype)
             model(**batch)
@@ -85,9 +92,12 @@ def representations(model: nn.Module, data: Encoded, anatomy: Anatomy, batch_siz
             h = seen["llm"].float().masked_fill(~text[..., None], float("-inf")).amax(1)
             if normalise == "parts":
                 v, h = _unit(v) / 2**0.5, _unit(h) / 2**0.5
-            parts.append(torch.cat([v, h], 1).cpu())
+            parts.append((b, torch.cat([v, h], 1).cpu()))
     model.train(was_training)
-    return _unit(torch.cat(parts))
+    if shared:
+        parts = sorted((pair for part in procs.gather(parts) for pair in part),
+                       key=lambda pair: pair[0])
+    return _unit(torch.cat([z for _, z in parts]))
 
 
 def _vision_summary(seen: dict, batch: dict, n: int, image_id: int | None,

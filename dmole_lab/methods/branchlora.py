@@ -183,7 +183,7 @@ class BranchLoRA(RoutedMethod):
         self._inject(model)
         start = time.perf_counter()
         self.selector.clear()
-        z = representations(model, data, self.anatomy)
+        z = representations(model, data, self.anatomy, shared=True)  # every process, same data
         self.keys[task] = fit_keys(z, self.d_vision)
         selector_seconds = time.perf_counter() - start
         self._freeze_all()

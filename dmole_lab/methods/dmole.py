@@ -100,7 +100,7 @@ class DMoLE(RoutedMethod):
         experts.add(task, paths)
         start = time.perf_counter()
         experts.deactivate()
-        self.train_z = representations(model, data, self.anatomy)
+        self.train_z = representations(model, data, self.anatomy, shared=True)  # every process
         ae = train_autoencoder(self.train_z, c.router_hidden, max_epochs=c.router_epochs,
                                batch_size=c.router_batch_size, lr=c.router_lr,
                                output_bias=c.router_output_bias,
