@@ -9,6 +9,7 @@ model exactly when a run resumes.
 from __future__ import annotations
 
 from dmole_lab.experts.base import AdapterShape
+from dmole_lab.models.compat import get_peft_model_quietly
 
 from .base import ContinualMethod, register
 
@@ -23,9 +24,7 @@ class SequentialLoRA(ContinualMethod):
 
     def begin_task(self, model, t, task, data):
         """Wrap ``model`` with a new trainable LoRA (PEFT initialisation: A Kaiming, B = 0)."""
-        from peft import get_peft_model
-
-        return get_peft_model(model, self._lora_config())
+        return get_peft_model_quietly(model, self._lora_config())
 
     def end_task(self, model, t, task):
         """Save the task's LoRA factors and merge them into the base weights."""
@@ -36,9 +35,9 @@ class SequentialLoRA(ContinualMethod):
 
     def restore_task(self, model, t, task, state):
         """Re-create task ``t``'s LoRA from its saved factors and merge it again."""
-        from peft import get_peft_model, set_peft_model_state_dict
+        from peft import set_peft_model_state_dict
 
-        peft_model = get_peft_model(model, self._lora_config())
+        peft_model = get_peft_model_quietly(model, self._lora_config())
         device = next(model.parameters()).device
         set_peft_model_state_dict(peft_model, {k: v.to(device) for k, v in state.items()})
         return _merge(peft_model)

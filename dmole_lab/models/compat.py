@@ -1,4 +1,6 @@
-"""Processors without torchvision: the image processor's PIL backend, and no video processor.
+"""Compatibility shims: processors without torchvision, and peft on transformers 5.
+
+Processors without torchvision: the image processor's PIL backend, and no video processor.
 
 transformers 5 gives every image processor two backends: torchvision (the default) and PIL
 (``XImageProcessorPil``). Without torchvision it falls back to the PIL one by itself. Video
@@ -13,6 +15,10 @@ processor itself). Where torchvision loads, it changes nothing. The CPU wheel of
 cannot load torchvision's wheel (its operators fail to register), so this is what the CPU path
 runs on; a GPU machine with a matching torchvision takes the unchanged path. README "Real
 checkpoints" says so.
+
+:func:`get_peft_model_quietly`: peft 0.21 reads transformers' deprecated
+``is_gradient_checkpointing`` whenever it wraps a model, which printed a FutureWarning per task
+in `make demo`.
 """
 
 from __future__ import annotations
@@ -58,4 +64,16 @@ def processors_without_video() -> bool:
     return True
 
 
-__all__ = ["processors_without_video", "torchvision_available"]
+def get_peft_model_quietly(model, config):
+    """``peft.get_peft_model(model, config)`` without the FutureWarning peft triggers by
+    reading a deprecated transformers property (module docstring)."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        return get_peft_model(model, config)
+
+
+__all__ = ["get_peft_model_quietly", "processors_without_video", "torchvision_available"]

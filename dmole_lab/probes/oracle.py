@@ -10,8 +10,6 @@ so it is a benchmark (benchmarks/bench_proxy_oracle.py), not something a method 
 
 from __future__ import annotations
 
-import warnings
-
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -19,6 +17,7 @@ from tqdm.auto import tqdm
 from dmole_lab.config import TrainConfig
 from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
 from dmole_lab.models.anatomy import Anatomy, anatomy_of
+from dmole_lab.models.compat import get_peft_model_quietly
 from dmole_lab.seeding import seed_everything
 from dmole_lab.training.stage import train_stage
 
@@ -50,7 +49,7 @@ def oracle_gains(model: torch.nn.Module, train: Encoded, held_out: Encoded,
     from the same base weights (the LoRA is removed, not merged, after each layer). Returns
     tower, layer, loss_before, loss_after, gain (= before - after).
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     anatomy = anatomy or anatomy_of(model)
     if layers is None:
@@ -62,10 +61,8 @@ def oracle_gains(model: torch.nn.Module, train: Encoded, held_out: Encoded,
         if not targets:
             raise ValueError(f"{tower} layer {layer} has no candidate module")
         seed_everything(seed)
-        with warnings.catch_warnings():  # peft asks a deprecated transformers property
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
-            peft_model = get_peft_model(model, LoraConfig(
-                r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets))
+        peft_model = get_peft_model_quietly(model, LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets))
         params = [p for p in peft_model.parameters() if p.requires_grad]
         train_stage(peft_model, train, params, train_cfg, seed, progress=False)
         after = held_out_loss(peft_model, held_out)
