@@ -89,8 +89,15 @@ def sweep(cfg: RunConfig, variants: list[Variant], seeds: list[int], out: Path,
         if on_finish is not None:
             on_finish(store)
         print(f"finished {variant.name} seed {seed}: {store.root}", flush=True)
+    return _tabulate(result, variants, seeds, lambda v, s: finished(configs[(v.name, s)]), out)
+
+
+def _tabulate(result: SweepResult, variants: list[Variant], seeds: list[int],
+              store_of: Callable[[Variant, int], RunStore | None], out: Path) -> SweepResult:
+    """Sort every job into ``result.done`` (its finished store) or ``result.missing``, and
+    write the comparison tables of the finished ones under ``out``."""
     for variant, seed in jobs(variants, seeds):
-        store = finished(configs[(variant.name, seed)])
+        store = store_of(variant, seed)
         if store is None:
             result.missing.append((variant, seed))
         else:
@@ -170,17 +177,8 @@ def merge(cfg: RunConfig, variants: list[Variant], seeds: list[int], dirs: list[
             for c, runs in codes.items()) + ")")
     if problems:
         raise ValueError("cannot merge: " + " | ".join(problems))
-    result = SweepResult()
-    for variant, seed in jobs(variants, seeds):
-        store = found.get(RunStore.run_name(configs[(variant.name, seed)]))
-        if store is None:
-            result.missing.append((variant, seed))
-        else:
-            result.done.append((variant, seed, store))
-    if result.done:
-        result.paths, result.table = write_tables(result.done, out,
-                                                  order=[v.name for v in variants])
-    return result
+    return _tabulate(SweepResult(), variants, seeds,
+                     lambda v, s: found.get(RunStore.run_name(configs[(v.name, s)])), out)
 
 
 __all__ = ["SweepResult", "finished", "job_config", "merge", "sweep"]
