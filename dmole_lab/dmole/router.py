@@ -94,10 +94,7 @@ def representations(model: nn.Module, data: Encoded, anatomy: Anatomy, batch_siz
                 v, h = _unit(v) / 2**0.5, _unit(h) / 2**0.5
             parts.append((b, torch.cat([v, h], 1).cpu()))
     model.train(was_training)
-    if shared:
-        parts = sorted((pair for part in procs.gather(parts) for pair in part),
-                       key=lambda pair: pair[0])
-    return _unit(torch.cat([z for _, z in parts]))
+    return _unit(torch.cat(procs.in_order(parts) if shared else [z for _, z in parts]))
 
 
 def _vision_summary(seen: dict, batch: dict, n: int, image_id: int | None,

@@ -121,7 +121,7 @@ class RoutedMethod(ContinualMethod):
         self.stop_routing(model)
         tables = super().after_eval(model)
         # each process routed the evaluation batches it generated; the counts need them all
-        self.eval_routes = [r for part in processes().gather(self.eval_routes) for r in part]
+        self.eval_routes = processes().concat(self.eval_routes)
         if self.eval_routes:
             tables["routing"], accuracy = routing_counts(self.eval_routes, self.routed_tasks())
             if accuracy is not None:

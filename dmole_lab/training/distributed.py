@@ -130,6 +130,15 @@ class Processes:
         td.all_gather_object(out, obj)
         return out
 
+    def concat(self, items: list) -> list:
+        """Every process's ``items``, one list in rank order (picklable items)."""
+        return [x for part in self.gather(items) for x in part]
+
+    def in_order(self, pairs: list[tuple[int, object]]) -> list:
+        """The values of every process's (index, value) pairs, by index: the results of work
+        dealt with :meth:`mine`, as one process would have produced them."""
+        return [v for _, v in sorted(self.concat(pairs), key=lambda pair: pair[0])]
+
     def broadcast(self, obj):
         """Rank 0's ``obj`` on every process (picklable objects)."""
         if self.world == 1:

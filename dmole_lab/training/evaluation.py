@@ -44,8 +44,7 @@ def generate(model, processor, data: Encoded, batch_size: int, max_new_tokens: i
             )
         new = gen[:, batch["input_ids"].shape[1] :]
         mine.append((b, [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]))
-    done = sorted(pair for part in procs.gather(mine) for pair in part)
-    return [answer for _, answers in done for answer in answers]
+    return [answer for answers in procs.in_order(mine) for answer in answers]
 
 
 def _image_size(samples) -> Callable[[int], tuple[int, int]]:
