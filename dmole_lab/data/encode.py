@@ -248,6 +248,12 @@ def _pad_token_rows(rows: dict[str, list], width: int, left: bool) -> dict:
     return out
 
 
+def answer_tokens(enc: Encoded, idx) -> int:
+    """Answer tokens (EOS included) of samples ``idx``: the positions :func:`train_batch`
+    labels, which the next-token loss averages over."""
+    return sum(len(enc.answer_ids[i]) for i in idx)
+
+
 def train_batch(enc: Encoded, idx: np.ndarray | list[int]) -> dict[str, torch.Tensor]:
     """Right-padded batch of prompt + answer with labels = -100 everywhere but the answer."""
     images = enc.images(idx)  # first: a lazy Encoded learns the batch's prompt ids here

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
+from dmole_lab.data.encode import Encoded, answer_tokens, placement, to_device, train_batch
 from dmole_lab.models.anatomy import Anatomy, ModuleInfo, anatomy_of
 from dmole_lab.training.distributed import processes
 
@@ -163,7 +163,7 @@ def sensitivity(model: torch.nn.Module, data: Encoded, proxies=("grad_norm",),
             # Under several processes each takes its shard of the batch, its token-mean loss
             # weighted by its share of the batch's answer tokens (as in training_stage).
             idx = procs.shard(order[(b - 1) * batch_size : b * batch_size])
-            n = sum(len(data.answer_ids[i]) for i in idx)
+            n = answer_tokens(data, idx)
             n_global = int(procs.sum(torch.tensor(n, dtype=torch.float64)))
             if len(idx):
                 batch = to_device(train_batch(data, idx), device, dtype)

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dmole_lab.config import TrainConfig
-from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
+from dmole_lab.data.encode import Encoded, answer_tokens, placement, to_device, train_batch
 from dmole_lab.training.distributed import processes
 
 
@@ -84,11 +84,6 @@ def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
         return (step + 1) / warm
     progress = (step - warm) / max(1, total - warm)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def answer_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Answer tokens the next-token loss averages over (labels after the one-token shift)."""
-    return int((batch["labels"][:, 1:] != -100).sum())
 
 
 def use_checkpointing(model: torch.nn.Module) -> None:
@@ -162,7 +157,7 @@ def train_stage(
                 cb.on_step_begin(step, idx, model)
             micro = [m.tolist() for m in np.array_split(procs.shard(idx), cfg.grad_accum) if len(m)]
             batches = [to_device(train_batch(data, m), device, dtype) for m in micro]
-            counts = [answer_tokens(b) for b in batches]
+            counts = [answer_tokens(data, m) for m in micro]
             n_global = int(procs.sum(torch.tensor(sum(counts), dtype=torch.float64)))
             # A parameter-only term (EWC, O-LoRA) is added once per step in all: 1/parts each.
             parts = procs.world * cfg.grad_accum
