@@ -117,7 +117,7 @@ def measure(shape_name: str, method: str, args) -> dict:
     """One (shape, method): build, add adapters, time steps and the probe."""
     import torch
 
-    from dmole_lab.config import build_config
+    from dmole_lab.config import build_config, list_presets
     from dmole_lab.engine.plan import with_adapters
     from dmole_lab.models.anatomy import anatomy_of
     from dmole_lab.models.shapes import cut_down, dummy_batch, load_shape
@@ -127,8 +127,8 @@ def measure(shape_name: str, method: str, args) -> dict:
     shape = load_shape(shape_name)
     if args.smoke:
         shape = shrink(shape)
-    cfg = build_config(f"configs/{shape_name}.yaml" if (Path(__file__).resolve().parents[1]
-                       / "configs" / f"{shape_name}.yaml").is_file() else None,
+    # the shape's preset (the paper's settings) where one is shipped under its name
+    cfg = build_config(shape_name if shape_name in list_presets() else None,
                        {"model.dtype": args.dtype, "train.batch_size": args.batch})
     model = cut_down(shape, SMOKE_LAYERS if args.smoke else None, args.dtype,
                      device=args.device)

@@ -2,6 +2,7 @@
 and write the figures they report."""
 
 import json
+import math
 import runpy
 import sys
 from pathlib import Path
@@ -200,3 +201,20 @@ def test_profile_step_smoke(smoke_overrides, tmp_path, monkeypatch):
         assert abs(sum(shares) - 1) < 1e-3 and min(shares) > 0  # rounded to 4 places
         assert 0 < row["products_share_of_profiled"] < 1 and row["distinct_products"] > 0
         assert row["step_over_floor"] > 0 and row["dropout"] > 0
+
+
+def test_bench_gpu_smoke(tmp_path, monkeypatch):
+    """benchmarks/bench_gpu.py on the CPU: a shrunken LLaVA-1.5-7B shape (real image size,
+    token counts and vocabulary; one head per tower, two layers), LoRA against D-MoLE."""
+    out = tmp_path / "gpu.json"
+    _run("bench_gpu.py", ["--smoke", "--shapes", "llava-1.5-7b", "--methods", "seq-lora,dmole",
+                          "--batch", "1", "--task-samples", "100", "--json", str(out)],
+         monkeypatch)
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    lora, dmole = rows["seq-lora"], rows["dmole"]
+    assert lora["step_over_lora"] == 1.0
+    assert math.isclose(dmole["step_over_lora"], dmole["step_s"] / lora["step_s"])
+    assert lora["tokens_per_s"] == (576 + 128) * lora["samples_per_s"]
+    assert 0 < dmole["probe_share"] < 1 and dmole["probe_batches"] == 2  # K = 1% of 100
+    assert dmole["trainable"] > 0 and lora["trainable"] > 0
+    assert lora["model_tflops_per_step"] > 0 and lora["mfu"] is None  # no peak on a CPU
