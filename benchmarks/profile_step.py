@@ -13,8 +13,11 @@ callbacks, as ``make demo``'s workers do (one torch thread each by default). Rep
 - the operator count of each phase and the matrix products' share of the profiled time
   (``torch.profiler``; the profiler's own overhead inflates the times it reports, so shares are
   read from it and seconds from the wall clock);
-- dropout: the step with the method's adapter dropout against the same step without it, in
-  alternating blocks (dropout draws one random mask per adapter and forward pass);
+- narrow products: the step with the LoRA up-projections' backward laid out for the CPU
+  (:mod:`dmole_lab.experts.narrow`) against autograd's own layout, alternating blocks;
+- dropout: the step with adapter dropout ``--dropout`` (the library's default 0.05; the tiny
+  preset has none) against the same step without it, in alternating blocks (dropout draws one
+  random mask per adapter and forward pass);
 - the floor: the step's FLOPs (``torch.utils.flop_counter``) over the rate this CPU reaches on
   the step's own matrix shapes (every distinct product of the step timed alone), i.e. the time
   of the step's products with no framework cost at all; step and products are timed in
@@ -39,6 +42,7 @@ import torch
 from dmole_lab.config import build_config, parse_cli_overrides
 from dmole_lab.data.encode import encode, to_device, train_batch
 from dmole_lab.data.stream import build_stream
+from dmole_lab.experts.narrow import use_narrow_products
 from dmole_lab.methods import make_method
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import load_model
@@ -190,13 +194,11 @@ def floor(cfg, model, data, params, callbacks, steps: int, rounds: int) -> dict:
             "step_ms_beside_floor": 1e3 * s, "step_over_floor": s / a}
 
 
-def dropout_ab(preset, overrides, method, steps: int, rounds: int) -> dict:
-    """Step time with the method's dropout against without, alternating blocks."""
+def dropout_ab(preset, overrides, method, steps: int, rounds: int, dropout: float) -> dict:
+    """Step time with adapter dropout ``dropout`` against without, alternating blocks."""
     key = DROPOUT_KEY[method]
-    runs = {}
-    for label, value in (("with", None), ("without", 0.0)):
-        extra = {} if value is None else {key: value}
-        runs[label] = setup(preset, {**overrides, **extra}, method)
+    runs = {label: setup(preset, {**overrides, key: value}, method)
+            for label, value in (("with", dropout), ("without", 0.0))}
     times = {label: [] for label in runs}
     for r in range(rounds + 1):
         for label, (cfg, model, data, params, callbacks) in runs.items():
@@ -212,6 +214,26 @@ def dropout_ab(preset, overrides, method, steps: int, rounds: int) -> dict:
             "dropout_share": 1 - med["without"] / med["with"]}
 
 
+def narrow_ab(cfg, model, data, params, callbacks, steps: int, rounds: int) -> dict:
+    """Step time with the narrow-product backward of the LoRA up-projections
+    (:mod:`dmole_lab.experts.narrow`) against autograd's own layout, alternating blocks on the
+    same model."""
+    times = {"narrow": [], "plain": []}
+    factors = 0
+    for r in range(rounds + 1):
+        for label in times:
+            factors = max(factors, use_narrow_products(model, on=label == "narrow"))
+            t = time.perf_counter()
+            train_stage(model, data, params, replace(cfg.train, max_steps=steps), r,
+                        callbacks=callbacks, progress=False)
+            if r:
+                times[label].append((time.perf_counter() - t) / steps * 1e3)
+    use_narrow_products(model)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"narrow_factors": factors, "narrow_ms": med["narrow"], "plain_ms": med["plain"],
+            "narrow_saves": 1 - med["narrow"] / med["plain"]}
+
+
 def main(argv=None) -> int:
     """Profile each method's step; print and store the figures."""
     p = argparse.ArgumentParser(description=__doc__,
@@ -221,6 +243,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--rounds", type=int, default=3, help="alternating blocks for the dropout A/B")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dropout", type=float, default=0.05,
+                   help="the adapter dropout whose cost is measured (against none)")
     p.add_argument("--json", default=str(Path(__file__).with_name("results")
                                          / "profile_step.json"))
     args, rest = p.parse_known_args(argv)
@@ -232,7 +256,9 @@ def main(argv=None) -> int:
         row = phases(cfg, model, data, params, callbacks, args.steps)
         row.update(operators(cfg, model, data, params))
         row.update(floor(cfg, model, data, params, callbacks, args.steps, args.rounds))
-        row.update(dropout_ab(args.preset, overrides, method, args.steps, args.rounds))
+        row.update(narrow_ab(cfg, model, data, params, callbacks, args.steps, args.rounds))
+        row.update(dropout_ab(args.preset, overrides, method, args.steps, args.rounds,
+                              args.dropout))
         rows[method] = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
         print(method, json.dumps(rows[method], indent=1))
     out = Path(args.json)
