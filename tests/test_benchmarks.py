@@ -201,6 +201,26 @@ def test_profile_step_smoke(smoke_overrides, tmp_path, monkeypatch):
         assert abs(sum(shares) - 1) < 1e-3 and min(shares) > 0  # rounded to 4 places
         assert 0 < row["products_share_of_profiled"] < 1 and row["distinct_products"] > 0
         assert row["step_over_floor"] > 0 and row["dropout"] > 0
+        assert row["narrow_factors"] > 0 and row["narrow_ms"] > 0 and row["plain_ms"] > 0
+
+
+def test_bench_demo_against_an_earlier_revision(smoke_overrides, tmp_path, monkeypatch):
+    """The demo command timed for the working tree and for HEAD's code side by side; each run's
+    breakdown and qualitative results are read back from its manifest."""
+    out = tmp_path / "bench_demo.json"
+    _run("bench_demo.py", ["--preset", "smoke", "--methods", "dmole", "--jobs", "1",
+                           "--against", "HEAD",
+                           "--json", str(out), *_overrides(smoke_overrides)], monkeypatch)
+    d = json.loads(out.read_text())
+    assert set(d["variants"]) == {"HEAD", "current"}
+    for variant in d["variants"].values():
+        assert len(variant["wall_seconds"]) == 1 and variant["wall_seconds"][0] > 0
+        assert set(variant["last"]) == {"dmole"}
+        for run in variant["last"].values():
+            assert run["tasks"] == 3 and 0 <= run["learned_in_own_stage"] <= 3
+            assert run["seconds"]["train"] > 0 and run["seconds"]["eval"] > 0
+        assert variant["last"]["dmole"]["metrics"]["BWT"] == 0.0  # frozen experts forget nothing
+    assert d["before_over_after"] > 0
 
 
 def test_bench_gpu_smoke(tmp_path, monkeypatch):
@@ -214,7 +234,7 @@ def test_bench_gpu_smoke(tmp_path, monkeypatch):
     lora, dmole = rows["seq-lora"], rows["dmole"]
     assert lora["step_over_lora"] == 1.0
     assert math.isclose(dmole["step_over_lora"], dmole["step_s"] / lora["step_s"])
-    assert lora["tokens_per_s"] == (576 + 128) * lora["samples_per_s"]
+    assert lora["tokens_per_s"] == pytest.approx((576 + 128) * lora["samples_per_s"], rel=1e-12)
     assert 0 < dmole["probe_share"] < 1 and dmole["probe_batches"] == 2  # K = 1% of 100
     assert dmole["trainable"] > 0 and lora["trainable"] > 0
     assert lora["model_tflops_per_step"] > 0 and lora["mfu"] is None  # no peak on a CPU
