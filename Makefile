@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test pretrain bench lint notebooks lab clean
+.PHONY: demo test browser pretrain bench lint notebooks lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m dmole_lab run --preset tiny --methods dmole,seq-lora --jobs 2
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
+
+# The notebooks' browser tests drive the system's Chromium (Playwright cannot download its own
+# browsers here): Debian's package, installed once. DMOLE_SKIP_BROWSER=1 skips it and them.
+browser:
+	@if [ "$$DMOLE_SKIP_BROWSER" = 1 ] || command -v chromium >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; \
+	else \
+		echo "the browser tests need Chromium: install it (Debian: apt-get install chromium)" \
+		     "or set DMOLE_SKIP_BROWSER=1" >&2; exit 1; \
+	fi
 
 pretrain: $(STAMP)
 	$(PY) -m dmole_lab pretrain --preset tiny

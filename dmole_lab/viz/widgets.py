@@ -9,6 +9,7 @@ drive it from code or a test), the last figure as ``.figure`` and the whole pane
 
 from __future__ import annotations
 
+import io
 import time
 
 import ipywidgets as W
@@ -24,13 +25,26 @@ from . import plots
 ALL_TASKS = "all tasks"
 
 
+def png(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes, cropped to what it draws (as the notebook's inline backend)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
 class _Explorer:
-    """Shared plumbing: an output area redrawn whenever one of ``controls`` changes."""
+    """Shared plumbing: a figure redrawn whenever one of ``controls`` changes.
+
+    The figure is shown as an image widget whose bytes are replaced on each change: one message
+    to the browser, which swaps the picture in place (no output area cleared and refilled), and
+    the notes beside it are set in the same callback, so they arrive with it.
+    """
 
     def __init__(self, controls: list[W.Widget]):
-        self.output = W.Output()
+        self.output = W.Image(format="png")
         self.figure = None
         self.widget = W.VBox([W.HBox(controls), self.output])
+        self.widget.add_class("dmole-explorer")  # how a browser test finds it
         for c in controls:
             c.observe(lambda _change: self.redraw(), names="value")
 
@@ -41,9 +55,7 @@ class _Explorer:
     def redraw(self) -> None:
         """Redraw the figure for the current control values."""
         fig = self.draw()
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(fig)
+        self.output.value = png(fig)
         plots.close(fig)
         self.figure = fig
 

@@ -1,0 +1,45 @@
+"""Every notebook in JupyterLab in headless Chromium, in smoke mode: it runs without an error,
+every explorer renders as controls (not as text), and one change of each explorer's first
+control replaces its figure. Latency figures belong to benchmarks/bench_browser.py.
+
+Needs the system's Chromium (``make test`` installs Debian's ``chromium``); set
+``DMOLE_SKIP_BROWSER=1`` to leave these tests out on a machine without one.
+"""
+
+import os
+
+import pytest
+
+from dmole_lab.config import PROJECT_ROOT
+from dmole_lab.viz import browser
+
+NOTEBOOKS = sorted(p.name for p in (PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+pytestmark = pytest.mark.skipif(os.environ.get("DMOLE_SKIP_BROWSER") == "1",
+                                reason="DMOLE_SKIP_BROWSER=1")
+
+
+@pytest.fixture(scope="module")
+def page():
+    """One JupyterLab server (kernels in smoke mode) and one Chromium page for every notebook."""
+    if browser.chromium_path() is None:
+        pytest.fail("no Chromium: `make test` installs Debian's chromium (or set "
+                    "DMOLE_SKIP_BROWSER=1)")
+    with browser.lab_server({"DMOLE_SMOKE": "1"}) as server, browser.chromium() as pg:
+        pg.lab = server
+        yield pg
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_in_chromium(page, name):
+    browser.open_notebook(page, page.lab, f"notebooks/{name}", timeout_s=300)
+    assert browser.error_outputs(page) == []
+    census = browser.widget_census(page)
+    assert census["explorers"] >= 1, census
+    assert census["as_text"] == 0, census
+    assert census["images"] >= 3, "a walkthrough draws its figures"
+    counts = browser.explorer_controls(page)
+    assert len(counts) == census["explorers"] and min(counts) >= 1, counts
+    for e in range(len(counts)):
+        assert browser.change_control(page, e, 0, timeout_ms=30_000) >= 0, (name, e)
+        browser.settle(page)
