@@ -65,10 +65,17 @@ def _child(spec: dict, runs_dir: str, target: dict | None, mm: mmap.mmap,
     torch.set_num_threads(1)
     state = {"stage": -1, "writes": 0}
     events: list = []
+    started = time.perf_counter()
+
+    def setup_ends():
+        """Record how long the run took to reach its first phase (once)."""
+        if not any(e[0] == "setup" for e in events):
+            events.append(["setup", -1, time.perf_counter() - started])
     orig_eval, orig_train = continual.evaluate, continual.train_stage
     orig_atomic = store_mod._atomic_write
 
     def evaluate(*args, **kwargs):
+        setup_ends()
         state.update(stage=args[4], writes=0)
         _mark(mm, "eval", args[4])
         start = time.perf_counter()
@@ -80,6 +87,7 @@ def _child(spec: dict, runs_dir: str, target: dict | None, mm: mmap.mmap,
 
     def train_stage(*args, **kwargs):
         stage = int(kwargs["desc"].split()[1].rstrip(":"))
+        setup_ends()
         _mark(mm, "train", stage)
         start = time.perf_counter()
         try:
@@ -288,7 +296,7 @@ def drive(spec: dict) -> dict:
     ref_root = Path(spec["reference_dir"]) / RunStore.run_name(cfg)
     expected = {str(s): sorted(p.name for p in (ref_root / "stages" / f"{s:02d}").iterdir())
                 for s in range(n_stages + 1)}
-    durations = {(e[0], e[1]): e[2] for e in events if e[0] in ("eval", "train")}
+    durations = {(e[0], e[1]): e[2] for e in events if e[0] in ("setup", "eval", "train")}
     writes: dict[object, list[int]] = {}  # stage (-1: the manifest's creation, "final") -> k
     for _, stage, k, _path in (e for e in events if e[0] == "write"):
         writes.setdefault(stage, []).append(k)
@@ -319,7 +327,12 @@ def drive(spec: dict) -> dict:
             target["write"] = rng.choice(writes[stage])
             target["how"] = hows.pop()
         elif phase == "free":
-            target["delay"] = rng.uniform(0.3, 1.5)
+            # a fraction of the work left by the reference's durations, so that the kill
+            # lands before the run ends (the run also loads its model first: more margin)
+            left = durations[("setup", -1)] + sum(
+                d for (p, s), d in durations.items()
+                if p != "setup" and progress != "final" and s >= progress)
+            target["delay"] = rng.uniform(0.1, 0.9) * left
         else:
             # somewhere inside the phase, by the reference's duration of it
             target["delay"] = rng.uniform(0.0, 0.8) * durations[(phase, stage)]
