@@ -150,10 +150,10 @@ def _band(coll, x):
     return ys.min(), ys.max()
 
 
-def test_task_curves_band_spans_mean_plus_minus_std_over_seeds():
+def test_task_curves_band_spans_mean_plus_minus_one_standard_error_over_seeds():
     scores = _seed_scores()
     stats = (scores[scores["eval_task"] == "a"].groupby(["variant", "stage"])["value"]
-             .agg(["mean", "std"]))  # std over seeds, ddof = 1
+             .agg(["mean", "sem"]))  # std over seeds (ddof = 1) / sqrt(seeds)
     fig, ax = plt.subplots()
     assert plots.task_curves_by_method(scores, "a", ["a", "b"], ["x", "y"], ax=ax) is fig
     lines = ax.get_lines()
@@ -180,12 +180,12 @@ def test_forgetting_curves_follow_the_task_order_and_band_pooled_seeds():
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [10, 30, 50])
     np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [20, 40, 60])
     plots.close(fig)
-    two = pd.concat([one, one.assign(value=one["value"] + 10)])  # two seeds: +- 5 * sqrt(2)
+    two = pd.concat([one, one.assign(value=one["value"] + 10)])  # two seeds: s.e. 5
     fig = plots.forgetting_curves(two, tasks)
     ax = fig.axes[0]
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [15, 35, 55])
     band = [c for c in ax.collections if len(c.get_paths())][0]
-    np.testing.assert_allclose(_band(band, 1), (35 - 5 * np.sqrt(2), 35 + 5 * np.sqrt(2)))
+    np.testing.assert_allclose(_band(band, 1), (30, 40))
     plots.close(fig)
 
 
@@ -258,3 +258,49 @@ def test_plots_stays_torch_free():
     code = "import sys, dmole_lab.viz.plots; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_method_keeps_its_colour_whatever_is_drawn_beside_it():
+    scores = pd.concat([_seed_scores().assign(variant=v)
+                        for v in ("seq-lora", "dmole", "ewc", "my-variant")])
+    colours = []
+    for chosen in (["seq-lora", "dmole", "ewc", "my-variant"], ["dmole", "my-variant"]):
+        fig = plots.task_curves_by_method(scores, "a", ["a", "b"], chosen)
+        lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()[:len(chosen)]}
+        colours.append({k: mcolors.to_hex(ln.get_color()) for k, ln in lines.items()})
+        assert lines["dmole"].get_linewidth() > lines["my-variant"].get_linewidth()
+        plots.close(fig)
+    assert all(colours[0][k] == c for k, c in colours[1].items())
+    assert colours[0]["dmole"] == plots.method_color("D-MoLE") == plots.METHOD_COLORS["dmole"]
+    # D-MoLE's colour is its own
+    assert list(plots.METHOD_COLORS.values()).count(plots.METHOD_COLORS["dmole"]) == 1
+    assert plots.method_color("my-variant") == plots.method_color("my-variant")
+    fig = plots.tower_ratio_bars({"D-MoLE": pd.DataFrame({"task": ["a"], "median": [2.0]}),
+                                  "sequential LoRA": pd.DataFrame({"task": ["a"],
+                                                                   "median": [3.0]})})
+    bars = fig.axes[0].containers
+    assert [mcolors.to_hex(b.patches[0].get_facecolor()) for b in bars] == [
+        plots.METHOD_COLORS["dmole"], plots.METHOD_COLORS["seq-lora"]]
+    plots.close(fig)
+
+
+def test_rho_marks_sit_on_the_current_bars_and_proxy_names_wrap():
+    splits = pd.DataFrame({"task": ["a", "a", "b", "b"], "curriculum": ["current", "none"] * 2,
+                           "vision_share": [0.25, 0.5, 0.25, 0.5],
+                           "rho_vision": [0.1, 0.1, 0.05, 0.05]})
+    fig = plots.curriculum_split_bars(splits)
+    ax = fig.axes[0]
+    current = ax.containers[0]  # the first mode's bars
+    marks = ax.collections[0].get_segments()
+    for bar, seg, rho in zip(current.patches, marks, (0.1, 0.05)):
+        np.testing.assert_allclose([seg[0][0], seg[1][0]], [bar.get_x(), bar.get_x() +
+                                                            bar.get_width()])
+        assert seg[0][1] == seg[1][1] == rho
+    plots.close(fig)
+    pooled = pd.DataFrame({"proxy": ["grad_norm", "grad_norm_per_param"] * 2,
+                           "tower": ["vision"] * 2 + ["llm"] * 2, "mean": [0.2] * 4,
+                           "std": [0.1] * 4})
+    fig = plots.proxy_oracle_bars(pooled)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [
+        "grad_norm", "grad_norm_\nper_param"]
+    plots.close(fig)

@@ -187,12 +187,14 @@ def method_table(per_run: pd.DataFrame, metrics: tuple[str, ...] = TABLE_METRICS
     return table
 
 
-def format_table(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """"mean +- std" strings of :func:`method_table` (parameters and seconds as integers)."""
+def format_table(table: pd.DataFrame, digits: int = 1, sep: str = " +- ") -> pd.DataFrame:
+    """"mean +- std" strings of :func:`method_table` (parameters and seconds as integers);
+    ``sep`` joins mean and std (``dmole_lab.viz.plots.PM``, "±" between non-breaking spaces,
+    keeps a notebook's table cell on one line)."""
     out = {}
     for metric in dict.fromkeys(c for c, _ in table.columns if c != "seeds"):
         d = 0 if metric in COST else digits
-        out[metric] = [f"{m:.{d}f} +- {s:.{d}f}" if np.isfinite(s) else f"{m:.{d}f}"
+        out[metric] = [f"{m:.{d}f}{sep}{s:.{d}f}" if np.isfinite(s) else f"{m:.{d}f}"
                        for m, s in zip(table[(metric, "mean")], table[(metric, "std")])]
     out["seeds"] = table["seeds"].astype(int).tolist()
     return pd.DataFrame(out, index=table.index)

@@ -1,16 +1,68 @@
 """Figures. Every function takes ``ax=None`` (a new figure if omitted) and returns the figure.
 
 Torch-free: plots read tidy tables from the run store. Curves over seeds are drawn with seaborn
-(mean line, +- std band, a palette that stays distinct past ten lines); heatmaps stay matplotlib
+(mean line, +- standard-error band; one fixed colour per method); heatmaps stay matplotlib
 images (``ax.images[0].get_array()`` is the drawn matrix) annotated the way ``sns.heatmap`` does.
 """
 
 from __future__ import annotations
 
+import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
+#: Width of a notebook's output area, in inches at the inline backend's 100 dpi: a wider figure
+#: is shrunk to fit, and its text with it, so the notebooks' figures are sized to this.
+NOTEBOOK_WIDTH = 10.0
+#: "mean ± std" with non-breaking spaces, so that a table cell never wraps inside it.
+PM = "\u00a0±\u00a0"
+
+#: One colour per method in every figure (a selection never recolours a method). D-MoLE is the
+#: one red line, its ablations warm shades, the peers cool ones, multi-task (the reference)
+#: black and plain fine-tuning grey.
+METHOD_COLORS = {
+    "dmole": "#d62728", "dmole-v1": "#ff9f40", "dmole-v2": "#c51b7d", "dmole-v3": "#8c510a",
+    "dmole-v4": "#e9a3c9",
+    "seq-ft": "#8c8c8c", "seq-lora": "#1f77b4", "lwf": "#17becf", "ewc": "#2ca02c",
+    "o-lora": "#9467bd", "moelora": "#08306b", "mole": "#6baed6", "mola": "#98df8a",
+    "branchlora": "#bcbd22", "multitask": "#000000",
+}
+#: Display names the notebooks use, read as the method they name.
+METHOD_ALIASES = {"d-mole": "dmole", "sequential lora": "seq-lora", "seq-lora": "seq-lora",
+                  "multi-task": "multitask"}
+_MARKERS = "osD^vP*Xph<>"
+
+
+def method_color(name: str) -> str:
+    """The fixed colour of method (or variant) ``name``: the same in every figure, whatever
+    else is drawn beside it. A variant with overrides (``dmole+dmole.routing=sample``) takes a
+    colour of its own; an unknown name a hue from a stable hash of the name (husl, at a
+    lightness where it reads on white)."""
+    import zlib
+
+    key = METHOD_ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key in METHOD_COLORS:
+        return METHOD_COLORS[key]
+    hue = (zlib.crc32(key.encode()) % 3600) / 3600
+    from seaborn.external import husl
+
+    return mcolors.to_hex(husl.husl_to_rgb(360 * hue, 80, 55))
+
+
+def method_marker(name: str) -> str:
+    """A fixed marker shape per method, so lines stay apart where colours are close."""
+    import zlib
+
+    key = METHOD_ALIASES.get(name.strip().lower(), name.strip().lower())
+    known = list(METHOD_COLORS)
+    index = known.index(key) if key in known else zlib.crc32(key.encode())
+    return _MARKERS[index % len(_MARKERS)]
+
+
+def _is_dmole(name: str) -> bool:
+    return METHOD_ALIASES.get(name.strip().lower(), name.strip().lower()) == "dmole"
 
 
 def _ax(ax, figsize=(6, 4)):
@@ -86,30 +138,41 @@ def score_matrix_heatmap(scores: pd.DataFrame, tasks: list[str], ax=None,
     return fig
 
 
-def _seed_band(ax, data: pd.DataFrame, hue: str, order: list[str]) -> None:
+def _seed_band(ax, data: pd.DataFrame, hue: str, order: list[str], methods: bool = False
+               ) -> None:
     """One line per ``hue`` level in ``order`` of ``data``'s value against stage: the mean over
-    the rows of a stage (seeds) with a +- std band (seaborn's ``errorbar="sd"``; none for a
-    single seed). Seaborn's palettes (matplotlib's ten colours, evenly spaced hues past ten)
-    and one marker shape per level keep many lines apart; each line is labelled with its level and
-    the legend sits outside the axes, off the curves."""
+    the rows of a stage (seeds) with a band of +- one standard error of that mean (none for a
+    single seed): a std band of a method whose seeds disagree would cover the whole plot and
+    hide the others. With ``methods`` the levels are methods: each keeps its fixed colour and
+    marker (:func:`method_color`) and D-MoLE is drawn thicker, on top. Otherwise seaborn's
+    palette (evenly spaced hues past ten lines). The legend sits outside the axes."""
     order = [h for h in order if h in set(data[hue])]
-    # past ten lines, evenly spaced hues that skip one step, so the first and last differ too
-    palette = sns.color_palette("husl", len(order) + 1)[:len(order)] if len(order) > 10 else None
+    if methods:
+        palette = {h: method_color(h) for h in order}
+        markers = {h: method_marker(h) for h in order}
+    else:
+        # past ten lines, evenly spaced hues that skip one step, so the first and last differ
+        palette = (sns.color_palette("husl", len(order) + 1)[:len(order)] if len(order) > 10
+                   else None)
+        markers = True
     first = len(ax.lines)
     sns.lineplot(data=data[data[hue].isin(order)], x="stage", y="value", hue=hue,
                  hue_order=order, palette=palette, style=hue, style_order=order, dashes=False,
-                 markers=True, errorbar="sd", err_kws={"alpha": 0.15, "lw": 0}, markersize=5,
-                 markeredgewidth=0, legend=False, ax=ax)
+                 markers=markers, errorbar="se", err_kws={"alpha": 0.12, "lw": 0},
+                 markersize=5, markeredgewidth=0, legend=False, ax=ax)
     for line, name in zip(ax.lines[first:], order):
         line.set_label(name)
+        if methods and _is_dmole(name):
+            line.set_linewidth(2.6)
+            line.set_zorder(5)
     if order:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
                   frameon=False)
 
 
 def forgetting_curves(scores: pd.DataFrame, tasks: list[str], ax=None, title: str | None = None):
     """Score of every task across stages (a column of the matrix as a line; with several seeds
-    in ``scores``, their mean with a +- std band)."""
+    in ``scores``, their mean with a +- standard-error band)."""
     fig, ax = _ax(ax, figsize=(7, 4))
     _seed_band(ax, scores, "eval_task", list(tasks))
     for i in range(len(tasks)):
@@ -160,7 +223,8 @@ def sensitivity_heatmaps(profiles: pd.DataFrame, tasks: list[str] | None = None,
         im = a.imshow(m.to_numpy(dtype=float), cmap="Blues", aspect="auto",
                        vmin=0 if normalisation == "minmax" else None,
                        vmax=1 if normalisation == "minmax" else None)
-        a.set_xticks(range(m.shape[1]), [str(c) for c in m.columns])
+        every = _tick_step(a, m.shape[1])
+        a.set_xticks(range(0, m.shape[1], every), [str(c) for c in m.columns[::every]])
         a.set_yticks(range(len(tasks)), tasks)
         a.set_xlabel(f"{tower} layer (0 = input side)")
         a.set_title(f"{'vision encoder' if tower == 'vision' else 'LLM'}")
@@ -170,6 +234,14 @@ def sensitivity_heatmaps(profiles: pd.DataFrame, tasks: list[str] | None = None,
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _tick_step(ax, n: int, chars: int = 2, fontsize: float = 10.0) -> int:
+    """Label every k-th of ``n`` evenly spaced columns of ``ax``, the smallest k at which
+    labels of ``chars`` characters do not run into each other (a 30-layer LLM)."""
+    width_pt = 72 * ax.figure.get_size_inches()[0] * ax.get_position().width
+    need = (0.62 * chars + 1.2) * fontsize
+    return max(1, int(np.ceil(need / (width_pt / max(1, n)))))
 
 
 def layer_profile_bars(profiles: pd.DataFrame, task: str, normalisation: str = "minmax",
@@ -243,7 +315,7 @@ def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
                 ax.axvline(lo, color="grey", lw=0.3)
             task = d.loc[d["stage"] == stage, "task"].iloc[0] if "task" in d else stage
             axes[0].text((lo + hi) / 2, 1.01, str(task), transform=axes[0].get_xaxis_transform(),
-                         ha="center", va="bottom", fontsize=6, rotation=30)
+                         ha="center", va="bottom", fontsize=7, rotation=30)
     if title:
         fig.suptitle(title, y=1.04)
     return fig
@@ -270,8 +342,9 @@ def correlation_heatmap(corr: pd.DataFrame, ax=None, title: str | None = None,
 
 
 def proxy_oracle_bars(pooled: pd.DataFrame, ax=None, title: str | None = None):
-    """Mean (+- std over tasks) Spearman of each proxy against the oracle, per tower."""
-    fig, ax = _ax(ax, figsize=(6, 3.2))
+    """Mean (± std over tasks) Spearman of each proxy against the oracle, per tower; a proxy's
+    name breaks at its underscores, so that neighbouring names never run into each other."""
+    fig, ax = _ax(ax, figsize=(7, 3.4))
     proxies = list(dict.fromkeys(pooled["proxy"]))
     towers = list(dict.fromkeys(pooled["tower"]))
     width = 0.8 / len(towers)
@@ -280,13 +353,27 @@ def proxy_oracle_bars(pooled: pd.DataFrame, ax=None, title: str | None = None):
         ax.bar(np.arange(len(proxies)) + k * width, d["mean"], width, yerr=d["std"],
                label=tower, capsize=2)
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_xticks(np.arange(len(proxies)) + width * (len(towers) - 1) / 2, proxies)
+    ax.set_xticks(np.arange(len(proxies)) + width * (len(towers) - 1) / 2,
+                  [_wrap_name(p) for p in proxies])
     ax.set_ylabel("Spearman vs oracle gain")
     ax.set_ylim(-1, 1)
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
     return fig
+
+
+def _wrap_name(name: str, width: int = 10) -> str:
+    """``name`` on several lines, broken after underscores once a line reaches ``width``."""
+    lines, line = [], ""
+    for part in name.split("_"):
+        piece = part if not line else "_" + part
+        if line and len(line) + len(piece) > width:
+            lines.append(line + "_")
+            line = part
+        else:
+            line += piece
+    return "\n".join([*lines, line])
 
 
 def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
@@ -337,8 +424,8 @@ def curriculum_split_bars(splits: pd.DataFrame, ax=None, title: str | None = Non
     """Per task, the vision tower's share of the expert budget under each curriculum mode.
 
     ``splits``: task, curriculum, vision_share
-    (:func:`dmole_lab.dmole.allocation.curriculum_splits`); the dashed line at each task's rho_V
-    (mode "current") is the share before the floor.
+    (:func:`dmole_lab.dmole.allocation.curriculum_splits`). A black mark across each task's
+    "current" bar is its rho_V: the share that mode gives before the vision floor lifts it.
     """
     fig, ax = _ax(ax, figsize=(9, 3.5))
     tasks = list(dict.fromkeys(splits["task"]))
@@ -350,12 +437,14 @@ def curriculum_split_bars(splits: pd.DataFrame, ax=None, title: str | None = Non
         ax.bar(x + k * width, d["vision_share"], width, label=mode)
     if "rho_vision" in splits and "current" in modes:
         rho = splits[splits["curriculum"] == "current"].set_index("task").reindex(tasks)
-        ax.scatter(x + width * (len(modes) - 1) / 2, rho["rho_vision"], marker="_", s=300,
-                   color="black", label="rho_V (before the floor)", zorder=3)
+        at = x + modes.index("current") * width  # on the "current" bar, as wide as it
+        ax.hlines(rho["rho_vision"], at - width / 2, at + width / 2, color="black", lw=2,
+                  label="rho_V: the 'current' bar\nbefore the floor", zorder=3)
     ax.set_xticks(x + width * (len(modes) - 1) / 2, tasks, rotation=30, ha="right")
     ax.set_ylabel("vision share of the budget")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, title="curriculum", title_fontsize=7)
+    ax.legend(fontsize=8, title="curriculum", title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
     if title:
         ax.set_title(title)
     return fig
@@ -365,7 +454,8 @@ def tower_ratio_bars(ratios: dict[str, pd.DataFrame], ax=None, title: str | None
                      label: str = "LLM / vision gradient norm (median over the stage)"):
     """Per task, the LLM / vision ratio of each method side by side (log scale; 1 = balanced).
 
-    ``ratios``: method -> :func:`dmole_lab.analysis.profiles.tower_ratio` table (task, median, ...).
+    ``ratios``: method -> :func:`dmole_lab.analysis.profiles.tower_ratio` table (task, median, ...);
+    each method in its fixed colour (:func:`method_color`).
     """
     fig, ax = _ax(ax, figsize=(9, 3.5))
     tasks = list(dict.fromkeys(t for r in ratios.values() for t in r["task"]))
@@ -373,7 +463,7 @@ def tower_ratio_bars(ratios: dict[str, pd.DataFrame], ax=None, title: str | None
     x = np.arange(len(tasks))
     for k, (method, r) in enumerate(ratios.items()):
         d = r.set_index("task").reindex(tasks)
-        ax.bar(x + k * width, d["median"], width, label=method)
+        ax.bar(x + k * width, d["median"], width, label=method, color=method_color(method))
     ax.axhline(1, color="grey", lw=0.8, ls="--")
     ax.set_yscale("log")
     ax.set_xticks(x + width * (len(ratios) - 1) / 2, tasks, rotation=30, ha="right")
@@ -393,27 +483,31 @@ def _seed_mean(scores: pd.DataFrame) -> pd.DataFrame:
 def task_curves_by_method(scores: pd.DataFrame, task: str, tasks: list[str],
                           variants: list[str] | None = None, ax=None,
                           title: str | None = None):
-    """Forgetting curves of one task: its score after every stage, one line per variant (mean
-    over seeds, band = +- std); the dotted line marks the stage that trains the task."""
+    """Forgetting curves of one task: its score after every stage, one line per variant in its
+    fixed colour (mean over seeds, band = +- one standard error); the dotted line marks the
+    stage that trains the task."""
     if task not in tasks:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(tasks)}")
-    fig, ax = _ax(ax, figsize=(7, 4))
+    fig, ax = _ax(ax, figsize=(8, 4))
     d = scores[scores["eval_task"] == task]
-    _seed_band(ax, d, "variant", list(variants or dict.fromkeys(d["variant"])))
+    _seed_band(ax, d, "variant", list(variants or dict.fromkeys(d["variant"])), methods=True)
     ax.axvline(tasks.index(task) + 1, color="grey", ls=":", lw=1)
     ax.set_xticks(range(len(tasks) + 1))
     ax.set_xlabel("stage (0 = zero-shot)")
     ax.set_ylabel(f"score on {task}")
-    ax.set_title(title or f"{task}: score across the stream (mean +- std over seeds)")
+    ax.set_title(title or f"{task}: score across the stream (mean ± s.e. over seeds)")
     return fig
 
 
 def score_matrix_grid(scores: pd.DataFrame, tasks: list[str], variants: list[str],
-                      ncols: int = 3):
-    """Seed-mean score matrices of ``variants`` side by side (one heatmap each)."""
+                      ncols: int = 2):
+    """Seed-mean score matrices of ``variants`` side by side (one heatmap each), ``ncols`` to
+    a row; two fill a notebook's width with the numbers in the cells still readable there."""
     stats = _seed_mean(scores).rename(columns={"mean": "value"})
     nrows = -(-len(variants) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 5 * nrows), squeeze=False)
+    width = NOTEBOOK_WIDTH / 2  # two to a notebook's width
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 0.85 * width * nrows),
+                             squeeze=False)
     for ax, v in zip(axes.flat, variants):
         score_matrix_heatmap(stats[stats["variant"] == v], tasks, ax=ax, title=v,
                              general=False)
@@ -426,8 +520,9 @@ def score_matrix_grid(scores: pd.DataFrame, tasks: list[str], variants: list[str
 def metric_bars(table: pd.DataFrame, metrics: tuple[str, ...] = ("AVG", "Last", "BWT"),
                 ax=None, title: str | None = None):
     """Grouped bars of a method table (``compare.method_table``): one group per variant, one
-    bar per metric, error bars = std over seeds."""
-    fig, ax = _ax(ax, figsize=(max(6, 0.9 * len(table)), 4))
+    bar per metric, error bars = std over seeds. Each variant's name is written in its fixed
+    colour (:func:`method_color`), D-MoLE's in bold; the legend sits outside the bars."""
+    fig, ax = _ax(ax, figsize=(min(NOTEBOOK_WIDTH - 1, max(6, 0.8 * len(table))), 4))
     width = 0.8 / len(metrics)
     x = np.arange(len(table))
     for k, m in enumerate(metrics):
@@ -435,7 +530,12 @@ def metric_bars(table: pd.DataFrame, metrics: tuple[str, ...] = ("AVG", "Last", 
                width, yerr=table[(m, "std")].fillna(0.0), label=m, capsize=2)
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xticks(x, table.index, rotation=45, ha="right")
-    ax.legend(fontsize=8)
+    for label in ax.get_xticklabels():
+        label.set_color(method_color(label.get_text()))
+        if _is_dmole(label.get_text()):
+            label.set_fontweight("bold")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              frameon=False)
     ax.set_ylabel("score (0-100)")
     if title:
         ax.set_title(title)
