@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test browser pretrain bench lint notebooks lab clean
+.PHONY: demo test browser pretrain bench lint notebooks lab html clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,9 +40,15 @@ bench: $(STAMP)
 
 notebooks: $(STAMP)  # write each notebooks/*.ipynb from its reviewed .py source
 	$(VENV)/bin/jupytext --quiet --sync notebooks/[0-9]*.py
+	$(PY) -m dmole_lab.viz.notebook_files notebooks/[0-9]*.ipynb
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
+
+# Static pages of the executed notebooks, readable without a kernel or a network: each
+# explorer shows its default figure (dmole_lab/viz/export.py). DMOLE_SMOKE=1: smoke mode.
+html: $(STAMP)
+	$(PY) -m dmole_lab.viz.export --out build/html notebooks/[0-9]*.ipynb
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dmole_lab tests benchmarks notebooks

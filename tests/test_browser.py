@@ -1,6 +1,7 @@
-"""Every notebook in JupyterLab in headless Chromium, in smoke mode: it runs without an error,
-every explorer renders as controls (not as text), and one change of each explorer's first
-control replaces its figure. Latency figures belong to benchmarks/bench_browser.py.
+"""Every notebook in JupyterLab in headless Chromium, in smoke mode: it opens without the
+unsaved-changes marker, runs without an error, every explorer renders as controls (not as
+text), and one change of each explorer's first control replaces its figure. Latency figures
+belong to benchmarks/bench_browser.py.
 
 Needs the system's Chromium (``make test`` installs Debian's ``chromium``); set
 ``DMOLE_SKIP_BROWSER=1`` to leave these tests out on a machine without one.
@@ -32,7 +33,10 @@ def page():
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_in_chromium(page, name):
-    browser.open_notebook(page, page.lab, f"notebooks/{name}", timeout_s=300)
+    opened = {}
+    browser.open_notebook(page, page.lab, f"notebooks/{name}", timeout_s=300, opened=opened)
+    # opened and untouched, it has no unsaved changes (dmole_lab/viz/notebook_files.py)
+    assert opened["dirty"] is False, name
     assert browser.error_outputs(page) == []
     census = browser.widget_census(page)
     assert census["explorers"] >= 1, census

@@ -74,3 +74,25 @@ def nbformat_cell(source: str):
     import nbformat
 
     return nbformat.v4.new_code_cell(source)
+
+
+def test_every_notebook_holds_the_kernels_language_info(tmp_path):
+    """JupyterLab marks a notebook as changed on opening unless it already holds the kernel's
+    language_info; ``make notebooks`` writes it, and keeps the file otherwise as it was."""
+    import json
+
+    from dmole_lab.viz.notebook_files import kernel_language_info, stamp_language_info
+
+    info = kernel_language_info()
+    for path in NOTEBOOKS:
+        held = json.loads(path.with_suffix(".ipynb").read_text())["metadata"]["language_info"]
+        assert held["name"] == "python" and held["version"][:5] == info["version"][:5], path
+    nb = tmp_path / "a.ipynb"
+    nb.write_text(json.dumps({"cells": [], "metadata": {"kernelspec": {"name": "python3"}},
+                              "nbformat": 4, "nbformat_minor": 5}))
+    assert stamp_language_info([nb], info) == [nb]
+    stamped = json.loads(nb.read_text())
+    assert stamped["metadata"] == {"kernelspec": {"name": "python3"}, "language_info": info}
+    assert stamp_language_info([nb], info) == []  # already there: the file is left alone
+    with pytest.raises(ValueError, match="not a notebook"):
+        stamp_language_info([tmp_path / "a.py"], info)

@@ -145,13 +145,20 @@ _CELLS_DONE = """() => {
 }"""
 
 
-def open_notebook(page, server: LabServer, path: str, timeout_s: float = 600.0) -> float:
+def open_notebook(page, server: LabServer, path: str, timeout_s: float = 600.0,
+                  opened: dict | None = None) -> float:
     """Open ``path`` in JupyterLab, run all its cells and wait until every code cell has run;
-    returns the seconds that took."""
+    returns the seconds that took. ``opened``, if given, receives what the reader saw once the
+    kernel had connected and before anything ran: ``dirty`` (the tab's unsaved-changes
+    marker)."""
     page.goto(server.notebook_url(path))
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=120_000)
     # the kernel has connected (before that, "Run All Cells" is dropped)
     page.get_by_text("| Idle").first.wait_for(timeout=120_000)
+    if opened is not None:
+        # JupyterLab writes the kernel's language_info on connecting, a moment after "Idle"
+        page.wait_for_timeout(1000)
+        opened["dirty"] = page.locator(".jp-mod-dirty").count() > 0
     start = time.perf_counter()
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()

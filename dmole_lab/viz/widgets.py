@@ -4,17 +4,19 @@ A widget holds no logic: every number comes from :mod:`dmole_lab.analysis.profil
 already computed and stored, every figure from :mod:`dmole_lab.viz.plots`, so a change of a control
 redraws in milliseconds. Each explorer exposes its controls as attributes (set ``.value`` to
 drive it from code or a test), the last figure as ``.figure`` and the whole panel as ``.widget``
-(displayed when the explorer is the last expression of a cell).
+(displayed when the explorer is the last expression of a cell; a page without a kernel, e.g.
+``make html``, shows the figure it had then and says that the controls need a kernel).
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import time
 
 import ipywidgets as W
 import pandas as pd
-from IPython.display import display
 
 from dmole_lab.analysis.profiles import NORMALISATIONS, QUANTITIES, layer_profiles, tower_split
 from dmole_lab.config import CURRICULA
@@ -23,6 +25,9 @@ from dmole_lab.dmole.allocation import allocate_stream, allocation_table, expert
 from . import plots
 
 ALL_TASKS = "all tasks"
+#: What a static export (no kernel, no widget JavaScript) says under each explorer's figure.
+NEEDS_KERNEL = ("Interactive explorer: open this notebook in Jupyter with a kernel to use its "
+                "controls (<code>make lab</code>).")
 
 
 def png(fig, dpi: int = 100) -> bytes:
@@ -59,8 +64,43 @@ class _Explorer:
         plots.close(fig)
         self.figure = fig
 
-    def _ipython_display_(self):
-        display(self.widget)
+    def _repr_mimebundle_(self, **kwargs) -> dict[str, object]:
+        """The panel as a widget view, plus a ``text/html`` fallback for a page without a kernel.
+
+        Jupyter renders the widget view (``self.widget``'s own bundle); an export that drops it
+        (``make html``, :mod:`dmole_lab.viz.export`) shows the fallback: the settings of the
+        controls, the figure as it is now, the text of every HTML widget in the panel (notes,
+        tables) and a line saying the controls need a kernel.
+        """
+        bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        bundle["text/html"] = self._static_html()
+        return bundle
+
+    def _static_html(self) -> str:
+        widgets = list(_descendants(self.widget))
+        settings = [f"{w.description} = {_shown(w)}" for w in widgets
+                    if isinstance(w, W.ValueWidget) and getattr(w, "description", "")]
+        caption = NEEDS_KERNEL + (" Shown: " + html.escape(", ".join(settings)) + "."
+                                  if settings else "")
+        figure = base64.b64encode(self.output.value).decode("ascii")
+        notes = "".join(f"<div>{w.value}</div>" for w in widgets
+                        if isinstance(w, W.HTML) and w.value)
+        return (f'<div class="dmole-explorer-static"><p>{caption}</p>'
+                f'<img alt="{type(self).__name__} figure" '
+                f'src="data:image/{self.output.format};base64,{figure}">{notes}</div>')
+
+
+def _shown(control: W.ValueWidget) -> str:
+    """What a control shows: its option's label (a dropdown's), else its value."""
+    shown = getattr(control, "label", control.value)
+    return ", ".join(map(str, shown)) if isinstance(shown, tuple) else str(shown)
+
+
+def _descendants(widget: W.Widget):
+    """``widget`` and every widget inside it, depth first in panel order."""
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _descendants(child)
 
 
 class SensitivityExplorer(_Explorer):
@@ -107,8 +147,9 @@ class SensitivityExplorer(_Explorer):
 class DynamicsExplorer(_Explorer):
     """Figure 2 from a stored dynamics table: pick quantity, smoothing and the stages shown."""
 
-    def __init__(self, dynamics: pd.DataFrame, quantity: str = "grad_norm", smooth: int = 5):
-        self.dynamics = dynamics
+    def __init__(self, dynamics: pd.DataFrame, quantity: str = "grad_norm", smooth: int = 5,
+                 title: str | None = None):
+        self.dynamics, self.title = dynamics, title
         tasks = list(dict.fromkeys(dynamics["task"])) if "task" in dynamics else []
         have = [q for q in QUANTITIES if q in set(dynamics["quantity"])]
         self.quantity = W.Dropdown(options=[(QUANTITIES[q][0], q) for q in have],
@@ -124,8 +165,9 @@ class DynamicsExplorer(_Explorer):
         d = self.dynamics
         if self.task.value != ALL_TASKS:
             d = d[d["task"] == self.task.value]
+        label = QUANTITIES[self.quantity.value][1]
         return plots.tower_dynamics(d, self.quantity.value, smooth=self.smooth.value,
-                                    title=QUANTITIES[self.quantity.value][1])
+                                    title=f"{self.title}: {label}" if self.title else label)
 
 
 class AllocationExplorer(_Explorer):
@@ -231,19 +273,22 @@ class ComparisonExplorer(_Explorer):
         every = list(dict.fromkeys(runs["variant"]))
         self.per_run = {(d, f): run_metrics(scores, runs, d, f)
                         for d in BWT_DIVISORS for f in FORGETTING_MODES}
+        # every choice in view (no scrolling list), with how to pick several beside it
         self.variants = W.SelectMultiple(options=every, value=tuple(variants or every),
-                                         description="methods", rows=min(8, len(every)))
+                                         description="methods", rows=len(every))
         self.task = W.Dropdown(options=self.tasks, value=task or self.tasks[0],
                                description="task")
         self.bwt_divisor = W.ToggleButtons(options=list(BWT_DIVISORS), value="T-1",
-                                           description="BWT / ")
+                                           description="BWT divisor")
         self.forgetting = W.ToggleButtons(options=list(FORGETTING_MODES), value="first",
                                           description="forgetting")
         self.table_view = W.HTML()
         self.table = None
         super().__init__([self.variants, self.task, self.bwt_divisor, self.forgetting])
+        hint = W.Label("Ctrl-click (Cmd-click on a Mac) to add or drop a method, "
+                       "Shift-click for a range.")
         self.widget.children = (W.HBox([self.variants, W.VBox([self.task, self.bwt_divisor,
-                                                               self.forgetting])]),
+                                                               self.forgetting, hint])]),
                                 self.output, self.table_view)
         self.redraw()
 
@@ -254,5 +299,5 @@ class ComparisonExplorer(_Explorer):
         chosen = list(self.variants.value)
         per_run = self.per_run[(self.bwt_divisor.value, self.forgetting.value)]
         self.table = method_table(per_run[per_run["variant"].isin(chosen)], order=chosen)
-        self.table_view.value = format_table(self.table).to_html()
+        self.table_view.value = format_table(self.table, sep=plots.PM).to_html()
         return plots.task_curves_by_method(self.scores, self.task.value, self.tasks, chosen)
