@@ -69,10 +69,11 @@ pd.set_option("display.precision", 3)
 # %% [markdown]
 # ## Load (or recompute) the probe and a plain-LoRA run
 #
-# `probe` holds the sensitivity of every candidate module (attention q/k/v/o and MLP) of both
-# towers, for every task, under four proxies and several numbers of probe batches
-# (`dmole-lab probe --preset tiny` writes it). `lora_run` is sequential LoRA over the stream
-# with the per-step recorders on (`dmole-lab run --preset tiny`, i.e. `make demo`).
+# `probe` holds the sensitivity of every candidate module (attention q, k, v and o of every
+# layer: 24 per tower) of both towers, for every task, under four proxies and several
+# numbers of probe batches (`dmole-lab probe --preset tiny` writes it). `lora_run` is
+# sequential LoRA over the stream with the per-step recorders on (`dmole-lab run --preset
+# tiny`, i.e. `make demo`).
 
 # %%
 if RECOMPUTE:
@@ -102,24 +103,22 @@ table.head()
 # min-max normalised per task and tower, so darker means "more sensitive *for this task*".
 #
 # **What to look for.** If tasks disagree about which layers matter, the rows look different.
-# On the shipped run the **LLM** rows do differ (some tasks peak in the first layers, others
-# deeper), while the **vision** rows are nearly the same for every task: the first vision
-# layer dominates and sensitivity falls with depth. Keep that in mind when we ask whether the
-# proxy is right, below.
+# On the shipped run the tasks agree on where the peak is: 8 of 9 tasks peak at LLM layer 0
+# and color_mc at layer 1 (with layer 0 at 0.99 of its peak). The **LLM** rows differ below
+# the peak (mean pairwise Spearman of the tasks' profiles 0.72, see below), while the
+# **vision** rows are nearly the same for every task (0.96): the first vision layer dominates,
+# every deeper one scores at most 0.35 of it. Keep that in mind when we ask whether the proxy
+# is right, below.
+#
+#
+# The figure is an explorer: switch the proxy (`fisher`: mean squared per-sample gradient;
+# `snip`: |w * g|; `grad_norm_per_param`: the norm over the parameter count), the number of
+# probe batches (the method uses K+1; more batches average out noise), the normalisation, or
+# pick one task to see its profile as bars with its vision share rho_V. Everything is looked
+# up in the stored table.
 
 # %%
 profiles = layer_profiles(table, "grad_norm", K1)
-plots.sensitivity_heatmaps(profiles, tasks, title=f"grad_norm proxy, K+1 = {K1} batches");
-
-# %% [markdown]
-# ### Explore
-#
-# Switch the proxy (`fisher`: mean squared per-sample gradient; `snip`: |w * g|;
-# `grad_norm_per_param`: the norm over the parameter count), the number of probe batches (the
-# method uses K+1; more batches average out noise), the normalisation, or pick one task to see
-# its profile as bars with its vision share rho_V. Everything is looked up in the stored table.
-
-# %%
 SensitivityExplorer(table, tasks, batches=K1)
 
 # %% [markdown]
@@ -131,11 +130,13 @@ SensitivityExplorer(table, tasks, batches=K1)
 # only the projector on the base mix (LLaVA's stage 1) and probes every task
 # (docs/models.md section 6). The shipped run (`results/probe-smollm2`) is drawn below.
 #
-# **What to look for.** The pre-trained LLM's sensitivity sits in its first half: every task
-# peaks in one of the first 13 layers (layer 3, 7 or 12), and in the last ten layers no task
-# scores more than about half of its peak. Tasks still differ in *where* in that first half
-# they peak, which is the task architecture conflict D-MoLE's allocator exploits. The vision
-# rows look as they do with the tiny LLM: the first vision layer dominates.
+# **What to look for.** The pre-trained LLM's sensitivity leans to its first layers: every
+# task peaks in one of the first 13 layers (layer 3, 7 or 12), and in the last ten layers no
+# task scores more than about half of its peak. The different peaks are near-ties, though:
+# every task keeps at least 0.83 of its peak at layer 3, and the tasks' LLM profiles are
+# almost identical (mean pairwise Spearman 0.95). On this model the proxy shows little task
+# architecture conflict. The vision rows look as they do with the tiny LLM: the first vision
+# layer dominates.
 
 # %%
 if "probe-smollm2" in results.available():
@@ -171,7 +172,7 @@ split
 # off-diagonal entries is one number for "how alike are the tasks" per tower.
 
 # %%
-fig, axes = plots.plt.subplots(1, 2, figsize=(13, 5))
+fig, axes = plots.plt.subplots(2, 1, figsize=(7.5, 12))  # one above the other: readable cells
 for ax, tower in zip(axes, TOWERS):
     corr = task_correlations(profiles, tower, tasks)
     plots.correlation_heatmap(corr, ax=ax, title=f"{tower}: mean off-diagonal "
@@ -191,14 +192,12 @@ depth_centre(profiles).pivot(index="task", columns="tower", values="centre").loc
 # The recorders of every run store, per step and tower, the gradient norm over the tower's
 # trainable LoRA parameters (before clipping) and the relative update
 # ||Delta W||_F / ||W0||_F of its LoRA modules. Stages are laid end to end, one per task; the
-# lower panel is the LLM / vision ratio.
+# lower panel is the LLM / vision ratio. The figure is an explorer: pick the quantity, one
+# task's stage, or a smoothing window.
 
 # %%
 dynamics = lora_run.summary("dynamics")
-plots.tower_dynamics(dynamics, "grad_norm", title="gradient norm per tower");
-
-# %%
-plots.tower_dynamics(dynamics, "rel_update", title="relative update ||dW|| / ||W0|| per tower");
+DynamicsExplorer(dynamics)
 
 # %% [markdown]
 # The LLM / vision ratio per task (median over the stage's steps, and at its last step):
@@ -212,11 +211,7 @@ pd.concat({q: tower_ratio(dynamics, q).set_index("task")[["median", "last"]]
 # every step: the median LLM / vision ratio per task runs from about 1.7 (ocr) to about 30
 # (grounding). The relative updates are closer: at the end of each stage the LLM's LoRA has
 # moved its weights 1.3 to 6 times as far (relative to their norm) as the vision LoRA, and the
-# gap narrows along the stream. The vision tower learns, but much less. Pick a task or a
-# smoothing window:
-
-# %%
-DynamicsExplorer(dynamics)
+# gap narrows along the stream. The vision tower learns, but much less.
 
 # %% [markdown]
 # ## Is the proxy right? Proxy ranking vs oracle layer gains
@@ -242,7 +237,7 @@ ceiling = oracle_run.summary("oracle_ceiling")
 pooled
 
 # %%
-plots.proxy_oracle_bars(pooled, title="Spearman(proxy, oracle) over layers, mean +- std "
+plots.proxy_oracle_bars(pooled, title="Spearman(proxy, oracle) over layers, mean ± std "
                         "over tasks");
 
 # %% [markdown]
@@ -272,9 +267,9 @@ shares
 # The oracle's view of task conflict: the same pairwise correlations, on oracle gains.
 
 # %%
-fig, axes = plots.plt.subplots(1, 2, figsize=(13, 5))
+fig, axes = plots.plt.subplots(2, 1, figsize=(7.5, 12))  # one above the other: readable cells
 for ax, tower in zip(axes, TOWERS):
-    corr = task_correlations(oracle_prof, tower)
+    corr = task_correlations(oracle_prof, tower, oracle_run.manifest()["tasks"])
     plots.correlation_heatmap(corr, ax=ax, title=f"oracle, {tower}: mean off-diagonal "
                               f"{mean_offdiagonal(corr):+.2f}")
 fig.tight_layout()
@@ -288,7 +283,8 @@ fig.tight_layout()
 # - The proxy sees it in the LLM (pairwise Spearman about 0.7) but hardly in the vision tower
 #   (about 0.96: every task gets the same shallow-heavy profile).
 # - Per layer, all four proxies agree only weakly with the oracle: Spearman about +0.3 in the
-#   vision tower and about 0 in the LLM, with a spread over tasks as large as the mean.
+#   vision tower and about 0 in the LLM, with a spread over tasks (std 0.4-0.5) larger than
+#   the mean.
 #   `grad_norm_per_param` ranks layers exactly like `grad_norm` here, because all layers of a
 #   tower have the same size.
 # - Both agree that the LLM is where most of the loss can be removed (proxy rho_V 3-13%,
@@ -303,8 +299,8 @@ fig.tight_layout()
 # ## Summary
 #
 # - The sensitivity proxy (accumulated-gradient norm of the frozen model, docs/method.md section 2)
-#   gives a tasks x layers map per tower: Figure 1. On the tiny model the LLM rows differ
-#   between tasks; the vision rows barely do.
+#   gives a tasks x layers map per tower: Figure 1. On the tiny model every task peaks at the
+#   first layers; below the peak the LLM rows differ between tasks, the vision rows barely do.
 # - The vision tower's share of the gradient is small for every task (rho_V well below 0.25),
 #   and during training the LLM's gradients (1.7 to 30 times, median per task) and relative
 #   updates (1.3 to 6 times) exceed the vision tower's: Figure 2, the modality imbalance
@@ -314,14 +310,75 @@ fig.tight_layout()
 #
 # ## Exercises
 #
-# 1. In the explorer, move from 1 to 16 probe batches. At what count do the heatmaps stop
-#    changing? Is K+1 = 2 (the 1% rule on 75 batches) enough here?
-# 2. Switch to `snip` and `fisher`. Which proxy separates the tasks most in the vision tower?
-#    Compute `mean_offdiagonal(task_correlations(...))` for each to check your eye.
-# 3. The vision share rho_V is below the 0.25 floor for every task. What would D-MoLE's
-#    allocation look like without the floor? (Notebook 02 lets you try.)
-# 4. Run the oracle with `--steps 80`. Does the agreement between its seeds rise? Does the
-#    proxy's Spearman with it change?
-# 5. The gradient-norm ratio of Figure 2 differs a lot between tasks (compare grounding and
-#    ocr in the explorer). Are the tasks with the smallest ratio the ones where the oracle
-#    finds the largest vision share?
+# In brackets, how long each exercise takes: "seconds" for those that read the stored runs;
+# those that train give the time on 2 CPU cores, run from the project folder and write under
+# `runs/`, never over `results/`. Where the answer is a number or a choice, set `answer` in the
+# cell below the exercise and run it: `check` recomputes the right answer from the shipped runs
+# (or from your own run, for an exercise that trains) and prints "right" or a hint.
+#
+# **1. How many probe batches are enough?** (seconds) In the explorer, move from 1 to 16 probe
+# batches. At what count do the heatmaps stop changing? Put a number on it: per task and tower,
+# the Spearman correlation between the profile after n batches
+# (`layer_profiles(table, "grad_norm", n)`) and after 16, averaged over the tasks. From which n
+# is it at least 0.95 in both towers? Is K+1 = 2 (the 1% rule on 75 batches) enough for what
+# D-MoLE does with the scores, which is to keep each tower's top modules?
+
+# %%
+from dmole_lab.exercises import check
+
+answer = None  # an int: the first stored count (1, 2, 4, 8 or 16) with both towers >= 0.95
+check("01.1", answer)
+
+# %% [markdown]
+# **2. Which proxy separates the tasks most?** (seconds) Switch the explorer to `snip` and
+# `fisher`. Which proxy separates the tasks most in the vision tower, and which in the LLM?
+# Check your eye with `mean_offdiagonal(task_correlations(layer_profiles(table, proxy, K1),
+# tower, tasks))` for each proxy: the lower, the less alike the tasks' profiles.
+
+# %%
+answer = None  # {"vision": "<proxy>", "llm": "<proxy>"}
+check("01.2", answer)
+
+# %% [markdown]
+# **3. The allocation without the floor.** (seconds) rho_V (`split` above) is below the 0.25
+# floor for every task. With B = 24 experts per task (half of the 48 candidate modules) the
+# floor gives the vision tower 6 of them; without it, k_V = round(B rho_V). How many vision
+# experts would the nine tasks get in total without the floor (54 with it), and in which
+# layers? `curriculum_splits(table, tasks, modes=("current",), batches=K1, vision_floor=0.0)`
+# from `dmole_lab.dmole.allocation` computes the split; `allocate_stream` with the same
+# arguments (`allocation_table` turns its result into a table) says where the experts go.
+
+# %%
+answer = None  # an int: vision experts over the nine tasks without the floor
+check("01.3", answer)
+
+# %% [markdown]
+# **4. A longer oracle.** (about 12 minutes on 2 CPU cores: the shipped 40-step oracle took
+# 356 s, `benchmarks/results/proxy_oracle.json`) Run the oracle with twice the steps into a
+# scratch folder; without `--results-dir` and `--json` it would overwrite the shipped results:
+#
+# ```bash
+# python benchmarks/bench_proxy_oracle.py --preset tiny --steps 80 \
+#     --results-dir runs/oracle-steps80 --json runs/oracle-steps80/proxy_oracle.json
+# ```
+#
+# (`--tasks caption,ocr,count_mc` cuts it to about 4 minutes.) Open it with
+# `results.open_run("oracle-tiny", results.RUNS_DIR / "oracle-steps80")`. Does the agreement
+# between its seeds (`oracle_ceiling`, compared on the tasks you ran) rise? Does the proxy's
+# Spearman with it (`proxy_vs_oracle_pooled`) change?
+
+# %%
+answer = None  # True or False: does the seeds' mean agreement rise with 80 steps?
+check("01.4", answer)
+
+# %% [markdown]
+# **5. Small gradient ratio, large vision share?** (seconds) The gradient-norm ratio of
+# Figure 2 differs a lot between tasks (compare grounding and ocr in the explorer). Are the
+# tasks with the smallest ratio the ones where the oracle finds the largest vision share?
+# Compute the Spearman correlation over the tasks between the median ratio
+# (`tower_ratio(dynamics, "grad_norm")`) and the oracle's vision share
+# (`shares["oracle vision share"]`), and say what it means.
+
+# %%
+answer = None  # a float: the Spearman correlation over the tasks
+check("01.5", answer)

@@ -83,55 +83,14 @@ print(f"{len(tasks)} tasks; candidate modules per tower: "
       f"curriculum {settings['curriculum']!r}, expert rank {settings['r']}")
 
 # %% [markdown]
-# ## Figure 3: the allocation of the stored run
+# ## Figure 3: the allocation, live
 #
 # Each cell counts the modules of a layer (attention q, k, v, o) that hold an expert of the
 # task. Read along a row for one task's architecture; compare rows for how tasks differ.
-
-# %%
-plots.allocation_heatmaps(stored, tasks, n_layers, title="D-MoLE experts per task and layer");
-
-# %% [markdown]
-# The curriculum's split and the size of each task's experts, as recorded during the run,
-# next to the trainable parameters of sequential LoRA (one rank-`lora.r` adapter on every
-# candidate module, trained for every task):
-
-# %%
-stages = pd.DataFrame([{"task": s["task"], **{k: s[k] for k in
-                        ("rho_vision", "k_vision", "k_llm", "expert_params")}}
-                       for k, s in manifest["stages"].items() if int(k) >= 1])
-lora_params = lora_run.manifest()["stages"]["1"]["trainable_params"]
-stages["seq-lora params"] = lora_params
-stages
-
-# %% [markdown]
-# **What to see** (shipped run). rho_V, the vision share of the gradient, stays between 0.03
-# and 0.11 for every task, so the 0.25 floor decides: every task gets k_V = 6 vision experts
-# and k_L = 18 LLM experts out of B = 24. The vision experts go to the same early layers for
-# every task (the proxy's vision profile is nearly the same for all tasks, notebook 01); the
-# LLM experts move between tasks. Each task trains 46,080 parameters, 45% of sequential
-# LoRA's 102,912.
 #
-# ## Recompute it from the stored sensitivity table
-#
-# The allocator is a pure function of the sensitivity table and the settings
-# (`dmole_lab.dmole.allocation.allocate_stream`): recomputing the stream's allocation from the run's
-# own table gives back exactly what the run used.
-
-# %%
-again = allocation_table(allocate_stream(
-    sens, tasks, fraction=settings["budget"], vision_floor=settings["vision_floor"],
-    curriculum=settings["curriculum"], towers=settings["towers"],
-    allocator=settings["allocator"], seed=manifest["seed"]))
-key = ["task", "tower", "layer", "module"]
-same = again[key].sort_values(key).reset_index(drop=True).equals(
-    stored[key].sort_values(key).reset_index(drop=True))
-print(f"recomputed allocation identical to the stored run's: {same}")
-
-# %% [markdown]
-# ## Explore the budget, the vision floor and the curriculum
-#
-# Every change recomputes the allocation of all tasks and redraws the heatmaps. The note under
+# The figure is an explorer that starts at the stored run's settings (below we check that it
+# gives back exactly the run's allocation). Every change of the budget, the vision floor or the
+# curriculum recomputes the allocation of all tasks and redraws the heatmaps. The note under
 # the figure gives the recomputation time, the experts' parameters per task, and the scores of
 # a stored D-MoLE run with exactly these settings (shipped in `results/`, or produced on this
 # machine under `runs/`) - or the command that produces one.
@@ -154,6 +113,49 @@ explorer = AllocationExplorer(sens, tasks, r=settings["r"], preset=PRESET, find=
 explorer
 
 # %% [markdown]
+# The curriculum's split and the size of each task's experts, as recorded during the run,
+# next to the trainable parameters of sequential LoRA (one rank-`lora.r` adapter on every
+# linear module of both towers, MLPs included, trained for every task):
+
+# %%
+stages = pd.DataFrame([{"task": s["task"], **{k: s[k] for k in
+                        ("rho_vision", "k_vision", "k_llm", "expert_params")}}
+                       for k, s in manifest["stages"].items() if int(k) >= 1])
+lora_params = lora_run.manifest()["stages"]["1"]["trainable_params"]
+stages["seq-lora params"] = lora_params
+stages
+
+# %% [markdown]
+# **What to see** (shipped run). rho_V, the vision share of the gradient, stays between 0.03
+# and 0.11 for every task, so the 0.25 floor decides: every task gets k_V = 6 vision experts
+# and k_L = 18 LLM experts out of B = 24. The vision experts sit in the early layers 0-3 for
+# every task (ocr also takes one in layer 4), as the proxy's vision profile is nearly the same
+# for all tasks (notebook 01). In the LLM every task takes all four modules of layer 0, and the
+# rest differ between tasks. Each task trains 46,080 parameters (rank-8 experts on 24
+# attention modules), 45% of sequential LoRA's 102,912 (rank 4 on all 36 vision and 42 LLM
+# linear modules).
+#
+# ## Recompute it from the stored sensitivity table
+#
+# The allocator is a pure function of the sensitivity table and the settings
+# (`dmole_lab.dmole.allocation.allocate_stream`): recomputing the stream's allocation from the run's
+# own table gives back exactly what the run used.
+
+# %%
+again = allocation_table(allocate_stream(
+    sens, tasks, fraction=settings["budget"], vision_floor=settings["vision_floor"],
+    curriculum=settings["curriculum"], towers=settings["towers"],
+    allocator=settings["allocator"], seed=manifest["seed"]))
+key = ["task", "tower", "layer", "module"]
+same = again[key].sort_values(key).reset_index(drop=True).equals(
+    stored[key].sort_values(key).reset_index(drop=True))
+shown = explorer.allocation[key].sort_values(key).reset_index(drop=True)
+print(f"recomputed allocation identical to the stored run's: {same}; the explorer's default "
+      f"is it too: {shown.equals(stored[key].sort_values(key).reset_index(drop=True))}")
+
+# %% [markdown]
+# The explorer at the top of this section draws the same allocation from the same table.
+#
 # How fast is an update? Drive the controls from code over a grid of settings and time both
 # the allocation (the computation) and the whole update (allocation + figure):
 
@@ -215,7 +217,7 @@ joined = dmole_run.summary("train_routing")
 # right after its stage to the end (docs/method.md section 4).
 
 # %%
-fig, axes = plots.plt.subplots(1, 2, figsize=(16, 5.5))
+fig, axes = plots.plt.subplots(1, 2, figsize=(plots.NOTEBOOK_WIDTH, 4.8))
 for ax, (name, run) in zip(axes, (("D-MoLE", dmole_run), ("sequential LoRA", lora_run))):
     sm = run.summary("score_matrix")
     plots.score_matrix_heatmap(sm, tasks, ax=ax, title=name, general=False)
@@ -229,9 +231,9 @@ pd.DataFrame({"D-MoLE": headline(dmole_run),
 # **What we found** (shipped runs, seed 0; the comparison sweep gives 3 seeds,
 # `benchmarks/README.md`):
 #
-# - The batch-level router picks the right task for every evaluation set after every stage,
-#   and no runner-up joins: per sample about 0.88 of the votes go to the sample's own task
-#   (`benchmarks/bench_router.py`), enough for a batch's majority.
+# - The batch-level router picks the right task for every learned task's evaluation set after
+#   every stage, and no runner-up joins on them: per sample about 0.88 of the votes go to the
+#   sample's own task (`benchmarks/bench_router.py`), enough for a batch's majority.
 # - So D-MoLE forgets nothing: a task's frozen experts answer its test set after every later
 #   stage exactly as they did after its own (BWT 0.0, against about -63 for sequential LoRA).
 # - It learns less in each stage. Caption, the first task, trains with no other expert on and
@@ -241,7 +243,8 @@ pd.DataFrame({"D-MoLE": headline(dmole_run),
 #   every batch accepted by some earlier autoencoder, most tasks train with an earlier task's
 #   experts on (grounding and relation_cap with caption's, color_mc with count_mc's) and are
 #   tested with their own only. Some tasks survive it (ocr, color_vqa), others do not
-#   (grounding, color_mc).
+#   (grounding, color_mc and arith_vqa score 0 right after their stage; relation_cap 8.2,
+#   below its zero-shot 14.8).
 #
 # ## Summary
 #
@@ -255,13 +258,68 @@ pd.DataFrame({"D-MoLE": headline(dmole_run),
 #
 # ## Exercises
 #
-# 1. Set the vision floor to 0. How many vision experts does each task get now? Which layers?
-# 2. Switch the curriculum to `continual`. Which tasks gain vision experts, and why (look at
-#    their tower scores against the earlier tasks')?
-# 3. Halve the budget. Run the printed command and come back: does the note now show the
-#    scores, and are they lower?
-# 4. The per-sample routing mode (`--dmole.routing=sample`) switches experts per test sample
-#    instead of per batch. Run it and compare the score matrix and the confusion above.
-# 5. Which tasks trained with an earlier task's experts on? Count the support over the whole
-#    batch instead of over the voting samples (change `Router.route_training`): how often do
-#    experts join now, and does the task's own-stage score rise?
+# In brackets, how long each exercise takes: "seconds" for those that read the stored runs;
+# those that train give the time on 2 CPU cores, run from the project folder and write under
+# `runs/`, never over `results/`. Where the answer is a number or a choice, set `answer` in the
+# cell below the exercise and run it: `check` recomputes the right answer from the shipped runs
+# (or from your own run, for an exercise that trains) and prints "right" or a hint.
+#
+# **1. No vision floor.** (seconds) Set the vision floor to 0 (the slider, or
+# `explorer.vision_floor.value = 0.0`). How many vision experts does each task get now? In
+# which vision layers? From code: `allocate_stream(sens, tasks, fraction=settings["budget"],
+# vision_floor=0.0, seed=manifest["seed"])`, then `allocation_table`.
+
+# %%
+from dmole_lab.exercises import check
+
+answer = None  # a list of ints: the vision layers that hold an expert of any task
+check("02.1", answer)
+
+# %% [markdown]
+# **2. The `continual` curriculum.** (seconds) Switch the curriculum to `continual`. Which
+# tasks gain vision experts, and why? `continual` reads each tower's score against that
+# tower's mean over the earlier tasks; the run recorded every task's tower scores in
+# `dmole_run.summary("curriculum")` (columns `s_vision` and `s_llm`, on the rows with `used`).
+
+# %%
+answer = None  # a list of task names: those that get more vision experts than with `current`
+check("02.2", answer)
+
+# %% [markdown]
+# **3. Half the budget.** (about 6 minutes on 2 CPU cores, like the shipped run: its
+# manifest records 367 s of set-up and training, and evaluation takes about 26 s) Set the
+# budget to 0.25 and run the command the note prints, from the project folder; it writes the
+# run under `runs/`. Come back and run the explorer's cell again: does the note now show the
+# run's scores, and is its Last lower than the stored run's?
+
+# %%
+answer = None  # True or False: is the half-budget run's Last lower?
+check("02.3", answer)
+
+# %% [markdown]
+# **4. Per-sample routing.** (about 6-7 minutes on 2 CPU cores: the training is the shipped
+# run's, the evaluation a little longer) `dmole-lab run --preset tiny --method=dmole
+# --dmole.routing=sample` switches experts per test sample instead of per batch. Open the run
+# with `run = results.find_runs({"method": "dmole", "dmole.routing": "sample", "seed": 0})[0]`
+# and compare its score matrix and confusion with those above. What share of the nine tasks'
+# test samples goes to its own task after the last stage (`usage.router_accuracy(routes,
+# tasks)` with `routes = run.summary("routing")`)? Where do the others go, and what does that
+# cost the scores?
+
+# %%
+answer = None  # a float: the share routed to their own task, with per-sample routing
+check("02.4", answer)
+
+# %% [markdown]
+# **5. Earlier experts during training.** (seconds; the change: about 6 minutes on 2 CPU
+# cores) Which tasks trained with an earlier task's experts on in at least half of their
+# batches (the table of `joined` above)? Then count the support over the whole batch instead
+# of over the voting samples: change `Router.route_training` in `dmole_lab/dmole/router.py`,
+# and train into a folder of its own, since the changed code has the same config as a finished
+# run in `runs/` and would reuse it: `dmole-lab run --preset tiny --method=dmole
+# --runs_dir=runs/exercise-02.5` (undo the change afterwards). How often do experts join now
+# (the run's `train_routing` table), and does each task's own-stage score rise?
+
+# %%
+answer = None  # a list of task names: earlier experts on in at least half of their batches
+check("02.5", answer)

@@ -73,8 +73,9 @@ sens = dmole_run.summary("sensitivity")
 # ## The split each curriculum chooses
 #
 # From the run's stored sensitivity table, the stream's split under each mode (the same budget
-# and floor as the run). Bars are the vision tower's share k_V / B; the black marks are rho_V,
-# the vision share of the gradient before the floor is applied.
+# and floor as the run). Bars are the vision tower's share k_V / B; the black mark across each
+# `current` bar is rho_V, the vision share of the gradient: what `current` would give before
+# the floor lifts it.
 
 # %%
 splits = curriculum_splits(sens, tasks, fraction=settings["budget"],
@@ -103,9 +104,11 @@ recorded[recorded.used].set_index("task")[["curriculum", "s_vision", "s_llm", "r
 # **What to see** (shipped run). rho_V is 0.03 to 0.11, below the 0.25 floor for every task,
 # so `current` gives every task the floor: 6 vision and 18 LLM experts. `none` splits by
 # module counts (half each here: both towers have 24 candidate modules), so it gives the
-# vision tower twice as many experts as the curriculum does. `continual` compares each task
-# with the earlier ones; it gives the vision tower more than the floor where a task's vision
-# score is high relative to its LLM score, against their histories.
+# vision tower twice as many experts as `current` does. `continual` divides each tower's score
+# by its mean over the earlier tasks; on this stream it gives every task after the first more
+# than the floor (7 to 16 of 24 vision experts), and ocr, arith_vqa and color_vqa a vision
+# majority: count_mc's large LLM score raises the LLM's history, so later tasks look
+# vision-heavy against it.
 #
 # What happens without the floor? The split then follows the gradient alone:
 
@@ -121,12 +124,13 @@ no_floor.pivot(index="task", columns="curriculum", values="k_vision").reindex(ta
 # The recorders store, at every step and for each tower, the norm of the gradient over the
 # tower's trainable parameters and the relative update ||Delta W|| / ||W0|| of its trained
 # adapters (notebook 01). For D-MoLE these are the current task's experts only. Stages are
-# laid end to end; the lower panel is the LLM / vision ratio (1 = balanced).
+# laid end to end; the lower panel is the LLM / vision ratio (1 = balanced). D-MoLE's figure is
+# an explorer: pick a task, a quantity or a smoothing window.
 
 # %%
 dmole_dyn = dmole_run.summary("dynamics")
 lora_dyn = lora_run.summary("dynamics")
-plots.tower_dynamics(dmole_dyn, "grad_norm", title="D-MoLE: gradient norm per tower");
+DynamicsExplorer(dmole_dyn, title="D-MoLE")
 
 # %%
 plots.tower_dynamics(lora_dyn, "grad_norm", title="sequential LoRA: gradient norm per tower");
@@ -149,20 +153,15 @@ ratios.loc["median over tasks"] = ratios.median()
 ratios
 
 # %% [markdown]
-# Pick a task, a quantity or a smoothing window for D-MoLE's curves:
-
-# %%
-DynamicsExplorer(dmole_dyn)
-
-# %% [markdown]
 # **What we found** (shipped runs, seed 0). D-MoLE does not balance the towers' gradients on
 # this stream: its LLM / vision gradient ratio is below sequential LoRA's on four of the nine
 # tasks (grounding, ocr, color_mc, arith_vqa) and above it on the other five (for `count_mc`
 # about 41 against 9); the medians over tasks are about the same (7.4 against 8.0). The
 # relative updates, which say how far each tower's weights actually move, are about as
 # unbalanced under both methods (ratios 1.3 to 5.7 per task). Part of any difference is
-# arithmetic: D-MoLE trains 6 vision and 18 LLM experts while sequential LoRA trains all 24
-# modules of each tower, and a gradient norm over fewer modules is smaller. So on this stream
+# arithmetic: D-MoLE trains 6 vision and 18 LLM rank-8 experts while sequential LoRA trains a
+# rank-4 adapter on all 36 vision and 42 LLM linear modules, and a gradient norm over fewer
+# modules is smaller. So on this stream
 # the curriculum (which, with rho_V below the floor, is the floor) does not balance the towers'
 # learning; the LLM still moves its weights further.
 #
@@ -178,12 +177,59 @@ DynamicsExplorer(dmole_dyn)
 #
 # ## Exercises
 #
-# 1. Run D-MoLE with `--dmole.curriculum=continual` (notebook 02 prints the exact command for
-#    any setting). Do the tower ratios move closer to 1?
-# 2. With the floor at 0 the `current` curriculum gives the vision tower very few experts.
-#    Which tasks would lose most? Check their zero-shot and final scores in notebook 02.
-# 3. The gradient norm of a tower grows with the number of trainable parameters in it.
-#    Normalise the ratios above by the experts per tower (k_L / k_V) for D-MoLE and by the
-#    module counts for sequential LoRA. Does D-MoLE still look more balanced?
-# 4. Ablation v3 (`--dmole.curriculum=none`) gives the vision tower half the budget. Predict
-#    its LLM / vision update ratio, then run it and check.
+# In brackets, how long each exercise takes: "seconds" for those that read the stored runs;
+# those that train give the time on 2 CPU cores, run from the project folder and write under
+# `runs/`, never over `results/`. Where the answer is a number or a choice, set `answer` in the
+# cell below the exercise and run it: `check` recomputes the right answer from the shipped runs
+# (or from your own run, for an exercise that trains) and prints "right" or a hint.
+#
+# **1. Train with `continual`.** (about 6 minutes on 2 CPU cores, like the shipped D-MoLE run:
+# 367 s of set-up and training, about 26 s of evaluation) From the project folder run
+# `dmole-lab run --preset tiny --method=dmole --dmole.curriculum=continual`
+# (`results.run_command("tiny", {...})` spells the command for any setting). Open the run with
+# `results.find_runs({"method": "dmole", "dmole.curriculum": "continual"})[0]` and compute its
+# median LLM / vision ratios over tasks, as in `ratios`. Do they move closer to 1 than the
+# stored run's? Count a change of less than 10% in |log ratio| as "same": two runs of one
+# config on different machines differ by about that much.
+
+# %%
+from dmole_lab.exercises import check
+
+answer = None  # {"grad_norm": ..., "rel_update": ...}, each "closer", "same" or "farther"
+check("03.1", answer)
+
+# %% [markdown]
+# **2. Who loses most without the floor?** (seconds) With the floor at 0 the `current`
+# curriculum gives the vision tower very few experts (`no_floor` above). Which tasks lose the
+# most vision experts against the run's split? Look up their zero-shot and final scores in the
+# run's score matrix (`dmole_run.summary("score_matrix")`): do the tasks that lose most look
+# like tasks that need the vision tower?
+
+# %%
+answer = None  # a list of task names: those that lose the most vision experts
+check("03.2", answer)
+
+# %% [markdown]
+# **3. Normalise by the experts per tower.** (seconds) A tower's gradient norm is the square
+# root of a sum over its trainable modules, so with n modules of similar gradients it grows
+# like sqrt(n). Divide D-MoLE's gradient-norm ratios by sqrt(k_L / k_V), the run's split per
+# task (`recorded[recorded.used]`), and sequential LoRA's by sqrt(42 / 36) (it trains a
+# rank-4 adapter on all 42 LLM and 36 vision linear modules, MLPs included). What is D-MoLE's
+# median over tasks now, and is it more balanced than sequential LoRA's? Why do the relative
+# updates need no such correction?
+
+# %%
+answer = None  # a float: D-MoLE's median over tasks of ratio / sqrt(k_L / k_V)
+check("03.3", answer)
+
+# %% [markdown]
+# **4. Ablation v3.** (about 5 minutes on 2 CPU cores: the shipped comparison's v3 runs
+# trained in 221-270 s each, plus about 26 s of evaluation) `--dmole.curriculum=none` gives the
+# vision tower half the budget, 12 of the 24 experts. Predict its median LLM / vision
+# relative-update ratio (the stored run's is in `ratios`) and write it down as `answer`; then
+# run `dmole-lab run --preset tiny --method=dmole --dmole.curriculum=none` and check. A
+# prediction within 25% of your run's ratio counts as right.
+
+# %%
+answer = None  # a float: your prediction, written down before the run
+check("03.4", answer)

@@ -79,7 +79,8 @@ variants = list(dict.fromkeys(runs["variant"]))
 peers = [v for v in (*PEERS, *variants) if v in variants and v not in ABLATION_VARIANTS]
 peers = list(dict.fromkeys(peers))
 ablations = [v for v in ("dmole", *ABLATION_VARIANTS) if v in variants]
-print(f"{len(runs)} runs: {len(variants)} variants x seeds {sorted(runs.seed.unique())}; "
+seeds = sorted(int(s) for s in runs["seed"].unique())
+print(f"{len(runs)} runs: {len(variants)} variants x seeds {seeds}; "
       f"stream: {', '.join(tasks)}")
 
 # %% [markdown]
@@ -93,10 +94,10 @@ print(f"{len(runs)} runs: {len(variants)} variants x seeds {sorted(runs.seed.uni
 # %%
 per_run = run_metrics(scores, runs)
 table = method_table(per_run, order=peers)
-format_table(table)
+format_table(table, sep=plots.PM)
 
 # %%
-plots.metric_bars(table, ("AVG", "Last", "BWT"), title="AVG, Last and BWT (mean +- std)");
+plots.metric_bars(table, ("AVG", "Last", "BWT"), title="AVG, Last and BWT (mean ± std)");
 
 # %% [markdown]
 # ## Score matrices side by side
@@ -109,21 +110,14 @@ plots.metric_bars(table, ("AVG", "Last", "BWT"), title="AVG, Last and BWT (mean 
 plots.score_matrix_grid(scores, tasks, peers);
 
 # %% [markdown]
-# ## Forgetting curves
+# ## Forgetting curves, and the conventions
 #
 # The first task of the stream, `caption`, is the one every later stage can overwrite: its
-# score after each stage, per method (mean over seeds, band = +- std).
-
-# %%
-plots.task_curves_by_method(scores, tasks[0], tasks, peers);
-
-# %% [markdown]
-# ## Explore: forgetting curves and the conventions
-#
-# Pick methods and a task; the curve is the task's score after every stage (the dotted line
-# marks the stage that trains it). The table below follows the chosen conventions: CoIN
-# divides BWT by T instead of T-1; "max" forgetting measures from a task's best score over
-# the stream (Chaudhry et al.), "first" from its score right after its stage (Avalanche).
+# score after each stage, per method (mean over seeds, band = +- one standard error; the dotted
+# line marks the stage that trains it). The figure is an explorer: pick methods and a task.
+# The table below it follows the chosen conventions: CoIN divides BWT by T instead of T-1;
+# "max" forgetting measures from a task's best score over the stream (Chaudhry et al.),
+# "first" from its score right after its stage (Avalanche).
 
 # %%
 explorer = ComparisonExplorer(scores, runs, variants=peers, task=tasks[0])
@@ -137,7 +131,7 @@ explorer
 # uniformly over layers). docs/method.md section 2.
 
 # %%
-format_table(method_table(per_run, order=ablations))
+format_table(method_table(per_run, order=ablations), sep=plots.PM)
 
 # %% [markdown]
 # ## General ability
@@ -159,15 +153,17 @@ general
 # it, in 2-3.5 hours on the 2-core machine). Means over the three seeds:
 #
 # - **Multi-task is the reference it should be.** It trains one LoRA on an even mix of every
-#   task seen so far. AVG 51.6 and Last 53.2, against at most 25.3 and 30.2 for the continual
-#   methods. It is the only method whose earlier tasks improve (BWT +9.3).
+#   task seen so far. AVG 51.6 and Last 53.2, against at most 25.3 and 30.2 for D-MoLE and
+#   the continual peers (ablation v1, below, reaches 36.9 and 33.6). It is the only method
+#   whose earlier tasks improve (BWT +9.3).
 # - **D-MoLE forgets nothing.** Its BWT is 0.0: its batch router sends every evaluation set to
-#   its own task. Every other method is between -45.5 (BranchLoRA) and -73.4 (EWC). D-MoLE
-#   ends with the highest Last of the continual methods, 30.2 against 7.6-11.9, and does so
-#   at every seed.
+#   its own task. Every continual peer is between -45.5 (BranchLoRA) and -73.4 (EWC). D-MoLE
+#   ends with a higher Last than every continual peer, 30.2 against 7.6-11.9, and does so at
+#   every seed.
 # - **D-MoLE's AVG leads only narrowly.** D-MoLE 25.3 +- 4.0, BranchLoRA 23.8, EWC 22.5, the
-#   rest 17-20; at seed 0 BranchLoRA is ahead (22.1 against 21.0). D-MoLE learns each task
-#   least well in its own stage: MFT 30 against 52-75. So the paper's Last and BWT rankings
+#   rest 17-20; at seed 0 BranchLoRA (22.1) and EWC (22.0) are both ahead of D-MoLE (21.0).
+#   D-MoLE learns each task least well in its own stage: MFT 30 against 52-75 for the
+#   continual peers. So the paper's Last and BWT rankings
 #   hold here, and its AVG ranking holds only within the spread.
 # - **The ablations only partly behave as the paper reports.** The paper finds every ablation
 #   worse than the full method, and v4 the worst. Here:
@@ -203,12 +199,66 @@ general
 #
 # ## Exercises
 #
-# 1. Switch the BWT divisor to T. Which methods' ranking by BWT changes, and why can it not?
-# 2. With forgetting "max", which method's forgetting grows most over "first"? What does that
-#    say about its curves (look at them in the explorer)?
-# 3. Pick `grounding`: which methods ever learn it, and which keep it to the end?
-# 4. Multi-task trains on every task seen so far at the same compute. Is it an upper bound on
-#    Last here? On MFT?
-# 5. Rerun the comparison with `--dmole.routing=sample` added to the D-MoLE variants
-#    (`dmole-lab compare --methods dmole,dmole+dmole.routing=sample`). Does per-sample routing
-#    change D-MoLE's BWT?
+# In brackets, how long each exercise takes: "seconds" for those that read the stored runs;
+# those that train give the time on 2 CPU cores, run from the project folder and write under
+# `runs/`, never over `results/`. Where the answer is a number or a choice, set `answer` in the
+# cell below the exercise and run it: `check` recomputes the right answer from the shipped runs
+# (or from your own run, for an exercise that trains) and prints "right" or a hint.
+#
+# **1. BWT divided by T.** (seconds) Switch the BWT divisor to T in the explorer, or compute
+# `run_metrics(scores, runs, bwt_divisor="T")`. Which methods' ranking by BWT changes, and why
+# can it not?
+
+# %%
+from dmole_lab.exercises import check
+
+answer = None  # a list of variant names, possibly empty
+check("04.1", answer)
+
+# %% [markdown]
+# **2. Forgetting "max".** (seconds) With forgetting "max" (`run_metrics(scores, runs,
+# forgetting_mode="max")`), which method's forgetting grows most over "first"? What does that
+# say about its curves (look at them in the explorer)? And why does D-MoLE, whose BWT is 0,
+# forget a little under "max"?
+
+# %%
+answer = None  # a variant name
+check("04.2", answer)
+
+# %% [markdown]
+# **3. Grounding.** (seconds) Pick `grounding`: which methods ever learn it, and which keep it
+# to the end? Count a method as learning it when its seed-mean score is at least 10 points
+# above the zero-shot score at some stage from grounding's own stage on, and as keeping it when
+# it still is after the last stage (`scores[scores.eval_task == "grounding"]`).
+
+# %%
+answer = None  # {"learned": [...], "kept": [...]}: variant names
+check("04.3", answer)
+
+# %% [markdown]
+# **4. Multi-task as a bound.** (seconds) Multi-task trains on every task seen so far at the
+# same compute. Is it an upper bound on Last here (its seed-mean Last at least every other
+# variant's)? On MFT?
+
+# %%
+answer = None  # {"Last": True or False, "MFT": True or False}
+check("04.4", answer)
+
+# %% [markdown]
+# **5. Per-sample routing.** (about 20 minutes on 2 CPU cores: three D-MoLE runs, which
+# trained in 291-449 s each in the shipped comparison, plus evaluation; `--seeds 0` alone about
+# 7 minutes) The shipped comparison already holds D-MoLE with batch routing, so train only the
+# per-sample variant, into a scratch folder:
+#
+# ```bash
+# dmole-lab compare --preset tiny --methods dmole+dmole.routing=sample --seeds 0,1,2 \
+#     --out runs/compare-routing
+# ```
+#
+# Open it with `results.open_comparison("compare-routing", results.RUNS_DIR)` and compare with
+# D-MoLE's rows above (`run_metrics`). Does per-sample routing change D-MoLE's BWT? What else
+# does it change?
+
+# %%
+answer = None  # a float: the per-sample variant's mean BWT over its seeds
+check("04.5", answer)

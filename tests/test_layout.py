@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dmole_lab"
 
 #: Layers from the bottom up: a module may import its own layer and the ones below it.
 LAYERS = ["config", "store", "seeding", "analysis", "data", "training", "models", "probes",
-          "experts", "dmole", "methods", "engine", "viz", "cli", "__main__"]
+          "experts", "dmole", "methods", "engine", "viz", "exercises", "cli", "__main__"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 RANK["seeding"] = RANK["store"]  # two independent utilities on one level
 
@@ -23,7 +23,8 @@ TORCH_FREE = ["dmole_lab.config", "dmole_lab.store", "dmole_lab.analysis.metrics
               "dmole_lab.analysis.rescore", "dmole_lab.analysis.set_scores",
               "dmole_lab.dmole.allocation",
               "dmole_lab.viz.plots", "dmole_lab.viz.results", "dmole_lab.viz.report",
-              "dmole_lab.viz.widgets"]
+              "dmole_lab.viz.widgets", "dmole_lab.viz.export", "dmole_lab.viz.notebook_files",
+              "dmole_lab.exercises"]
 
 
 def _layer(module: str) -> str:

@@ -299,6 +299,98 @@ def test_per_task_own_stage_scores_and_joins(row, task, shipped):
     check([(cell, actual)], f"benchmarks/README.md per-task table, {row} {task}")
 
 
+def _profiles(name: str) -> pd.DataFrame:
+    """grad_norm layer profiles of a shipped probe at its own K+1."""
+    from dmole_lab.analysis.profiles import layer_profiles
+
+    run = Shipped().run(name)
+    return layer_profiles(run.summary("sensitivity"), "grad_norm",
+                          run.manifest()["probe_batches"])
+
+
+def _peaks(s: Shipped) -> tuple:
+    """How many tasks peak at the LLM's most common peak layer, the one that does not, its
+    peak layer, and its score at that common layer as a share of its peak."""
+    llm = _profiles("probe-tiny").query("tower == 'llm'").pivot(
+        index="task", columns="layer", values="score")
+    peak = llm.idxmax(axis=1)
+    common = int(peak.mode().iloc[0])
+    other = peak[peak != common]
+    assert len(other) == 1, other  # the sentence names one exception
+    task = other.index[0]
+    return (int((peak == common).sum()), len(peak), common, task, int(other.iloc[0]),
+            llm.loc[task, common] / llm.loc[task].max())
+
+
+def _first_vision_layer(s: Shipped) -> tuple:
+    """The largest score of a deeper vision layer as a share of layer 0's, over all tasks."""
+    vision = _profiles("probe-tiny").query("tower == 'vision'").pivot(
+        index="task", columns="layer", values="score")
+    assert (vision.idxmax(axis=1) == 0).all()  # "the first vision layer dominates"
+    return (vision.drop(columns=0).div(vision[0], axis=0).max().max(),)
+
+
+def _smollm2_llm(s: Shipped) -> tuple:
+    """SmolLM2's peak layers, the least share of its peak any task keeps at layer 3, and the
+    tasks' mean pairwise Spearman in the LLM."""
+    from dmole_lab.analysis.profiles import mean_offdiagonal, task_correlations
+
+    prof = _profiles("probe-smollm2")
+    llm = prof.query("tower == 'llm'").pivot(index="task", columns="layer", values="score")
+    peaks = sorted(set(llm.idxmax(axis=1).astype(int)))
+    assert peaks == [3, 7, 12], peaks  # "(layer 3, 7 or 12)"
+    share = llm.div(llm.max(axis=1), axis=0)
+    return (share[3].min(), 3, mean_offdiagonal(task_correlations(prof, "llm")))
+
+
+def _vision_expert_layers(s: Shipped) -> tuple:
+    """The vision layers D-MoLE's experts sit in for every task, the task with one beyond
+    them and that layer; and whether every task takes all of LLM layer 0's modules."""
+    alloc = s.run("dmole-tiny").summary("allocation")
+    vision = alloc[alloc.tower == "vision"].groupby("task")["layer"].max()
+    common = int(vision.mode().iloc[0])
+    beyond = vision[vision > common]
+    assert len(beyond) == 1, beyond
+    llm0 = alloc[(alloc.tower == "llm") & (alloc.layer == 0)].groupby("task")["module"].nunique()
+    return (int(alloc[alloc.tower == "vision"].layer.min()), common, beyond.index[0],
+            int(beyond.iloc[0]), {4: "four"}.get(int(llm0.min()), str(llm0.min())))
+
+
+def _lora_modules(s: Shipped) -> tuple:
+    """Sequential LoRA's rank and the linear modules it adapts per tower (from the model)."""
+    import collections
+
+    from dmole_lab.config import build_config
+    from dmole_lab.models.anatomy import anatomy_of
+    from dmole_lab.models.loading import load_model
+
+    cfg = build_config("tiny", {})
+    picked = anatomy_of(load_model(cfg.model)[0]).select(cfg.lora.modules)
+    towers = collections.Counter(m.tower for m in picked)
+    return cfg.lora.r, towers["vision"], towers["llm"]
+
+
+def _own_stage(s: Shipped, name: str) -> pd.Series:
+    """Each task's score right after its own stage (the diagonal), by task."""
+    a = s.matrix(name)
+    tasks = s.run(name).manifest()["tasks"]
+    return pd.Series([a[i + 1, i] for i in range(len(tasks))], index=tasks)
+
+
+def _continual_split(s: Shipped) -> tuple:
+    """The range of k_V the `continual` curriculum gives the tasks after the first, and the
+    tasks it gives a vision majority."""
+    cur = s.run("dmole-tiny").summary("curriculum")
+    cont = cur[cur.curriculum == "continual"].set_index("task").reindex(
+        s.run("dmole-tiny").manifest()["tasks"])
+    later = cont.iloc[1:]
+    floor = int(cont["k_vision"].iloc[0])
+    assert (later["k_vision"] > floor).all()  # "every task after the first more than the floor"
+    budget = int((cont["k_vision"] + cont["k_llm"]).iloc[0])
+    majority = later[later["k_vision"] > later["k_llm"]].index
+    return (later["k_vision"].min(), later["k_vision"].max(), budget, ", ".join(majority))
+
+
 # ------------------------------------------------------------------- the quoted sentences
 @dataclass(frozen=True)
 class Quote:
@@ -532,6 +624,22 @@ QUOTES = [
           rf"`results/seq-lora-tiny`, from another machine, has AVG ({NUM}) against ({NUM}) here",
           lambda s: (s.metric("seq-lora-tiny", "AVG"), s.seed("seq-lora", 0, "AVG"))),
     # ------------------------------------------------------------------------ notebook 01
+    Quote("nb01-candidates", "nb01",
+          rf"attention q, k, v and o of every layer: ({NUM}) per tower",
+          lambda s: tuple({len(g) for _, g in s.run("probe-tiny").summary("sensitivity")
+                           .drop_duplicates("module").groupby("tower")})),
+    Quote("nb01-peaks", "nb01",
+          rf"(\d) of (\d) tasks peak at LLM layer (\d) and (\w+) at layer (\d) \(with layer 0 at "
+          rf"({NUM}) of its peak\)", _peaks),
+    Quote("nb01-first-vision-layer", "nb01", rf"every deeper one scores at most ({NUM}) of it",
+          _first_vision_layer),
+    Quote("nb01-smollm2", "nb01",
+          rf"every task keeps at least ({NUM}) of its peak at layer (\d+), and the tasks' LLM "
+          rf"profiles are almost identical \(mean pairwise Spearman ({NUM})\)", _smollm2_llm),
+    Quote("nb01-proxy-spread", "nb01",
+          rf"with a spread over tasks \(std ({NUM})-({NUM})\) larger than the mean",
+          lambda s: (lambda p: (p["std"].min(), p["std"].max()))(
+              s.run("oracle-tiny").summary("proxy_vs_oracle_pooled")), 0.1),
     Quote("nb01-gradient-ratio", "nb01",
           rf"the median LLM / vision ratio per task runs from about ({NUM}) \((\w+)\) to about "
           rf"({NUM}) \((\w+)\). The relative updates are closer: at the end of each stage the "
@@ -570,6 +678,20 @@ QUOTES = [
                                 s.bench("proxy_oracle")["vision_share_spearman_over_tasks"]))(
               s.bench("proxy_oracle")["vision_share"])),
     # ------------------------------------------------------------------------ notebook 02
+    Quote("nb02-expert-layers", "nb02",
+          r"The vision experts sit in the early layers (\d)-(\d) for every task \((\w+) also "
+          r"takes one in layer (\d)\).{0,160}?In the LLM every task takes all (\w+) modules of "
+          r"layer 0", _vision_expert_layers),
+    Quote("nb02-lora-modules", "nb02",
+          rf"\(rank ({NUM}) on all ({NUM}) vision and ({NUM}) LLM linear modules\)", _lora_modules),
+    Quote("nb02-own-stage", "nb02",
+          rf"\(grounding, color_mc and arith_vqa score ({NUM}) right after their stage; "
+          rf"relation_cap ({NUM}), below its zero-shot ({NUM})\)",
+          lambda s: (lambda d: (d[["grounding", "color_mc", "arith_vqa"]].max(),
+                                d["relation_cap"],
+                                s.matrix("dmole-tiny")[0, s.run("dmole-tiny").manifest()["tasks"]
+                                                          .index("relation_cap")]))(
+              _own_stage(s, "dmole-tiny"))),
     Quote("nb02-split", "nb02",
           rf"rho_V, the vision share of the gradient, stays between ({NUM}) and ({NUM}) for every "
           rf"task, so the 0.25 floor decides: every task gets k_V = ({NUM}) vision experts and "
@@ -579,8 +701,11 @@ QUOTES = [
                      *(lambda kv, kl: (kv, kl, kv + kl))(
                          *(set(s.stages("dmole-tiny", k)).pop() for k in ("k_vision", "k_llm"))))),
     Quote("nb02-params", "nb02",
-          rf"Each task trains ({NUM}) parameters, ({NUM})% of sequential LoRA's ({NUM}).",
-          lambda s: (lambda d, q: (d, 100 * d / q, q))(
+          rf"Each task trains ({NUM}) parameters \(rank-(\d+) experts on (\d+) attention "
+          rf"modules\), ({NUM})% of sequential LoRA's ({NUM}) ",
+          lambda s: (lambda d, q: (d, s.run("dmole-tiny").manifest()["config"]["dmole"]["r"],
+                                   set(s.stages("dmole-tiny", "k_vision")).pop()
+                                   + set(s.stages("dmole-tiny", "k_llm")).pop(), 100 * d / q, q))(
               set(s.stages("dmole-tiny", "expert_params")).pop(),
               set(s.stages("seq-lora-tiny", "trainable_params")).pop())),
     Quote("nb02-votes", "nb02", rf"per sample about ({NUM}) of the votes go to",
@@ -589,6 +714,10 @@ QUOTES = [
           rf"\(BWT ({NUM}), against about ({NUM}) for sequential LoRA\)",
           lambda s: (s.metric("dmole-tiny", "BWT"), s.metric("seq-lora-tiny", "BWT"))),
     # ------------------------------------------------------------------------ notebook 03
+    Quote("nb03-continual", "nb03",
+          rf"more than the floor \(({NUM}) to ({NUM}) of ({NUM}) vision experts\), and "
+          rf"([\w, ]+) a vision majority", lambda s: (lambda a, b, c, names: (
+              a, b, c, names.replace(", color_vqa", " and color_vqa")))(*_continual_split(s))),
     Quote("nb03-split", "nb03",
           rf"rho_V is ({NUM}) to ({NUM}), below the 0.25 floor for every task, so `current` gives "
           rf"every task the floor: ({NUM}) vision and ({NUM}) LLM experts",
@@ -614,15 +743,17 @@ QUOTES = [
                      100 * max(s.stages("dmole-tiny", "rho_vision")))),
     # ------------------------------------------------------------------------ notebook 04
     Quote("nb04-multitask", "nb04",
-          rf"AVG ({NUM}) and Last ({NUM}), against at most ({NUM}) and ({NUM}) for the continual "
-          rf"methods. It is the only method whose earlier tasks improve \(BWT ({NUM})\)",
+          rf"AVG ({NUM}) and Last ({NUM}), against at most ({NUM}) and ({NUM}) for D-MoLE and "
+          rf"the continual peers \(ablation v1, below, reaches ({NUM}) and ({NUM})\). It is the "
+          rf"only method whose earlier tasks improve \(BWT ({NUM})\)",
           lambda s: (s.mean("multitask", "AVG"), s.mean("multitask", "Last"),
                      max(s.mean(v, "AVG") for v in ("dmole", *PEERS)),
                      max(s.mean(v, "Last") for v in ("dmole", *PEERS)),
+                     s.mean("dmole-v1", "AVG"), s.mean("dmole-v1", "Last"),
                      s.mean("multitask", "BWT"))),
     Quote("nb04-forgets-nothing", "nb04",
-          rf"Its BWT is ({NUM}): .{{0,90}}?Every other method is between ({NUM}) \(BranchLoRA\) "
-          rf"and ({NUM}) \(EWC\). D-MoLE ends with the highest Last of the continual methods, "
+          rf"Its BWT is ({NUM}): .{{0,90}}?Every continual peer is between ({NUM}) \(BranchLoRA\) "
+          rf"and ({NUM}) \(EWC\). D-MoLE ends with a higher Last than every continual peer, "
           rf"({NUM}) against ({NUM})-({NUM}), and does so at every seed.",
           lambda s: (s.mean("dmole", "BWT"), max(s.mean(p, "BWT") for p in PEERS),
                      min(s.mean(p, "BWT") for p in PEERS),
@@ -631,13 +762,15 @@ QUOTES = [
                      max(s.mean(p, "Last") for p in PEERS))),
     Quote("nb04-avg", "nb04",
           rf"D-MoLE ({NUM}) \+- ({NUM}), BranchLoRA ({NUM}), EWC ({NUM}), the rest "
-          rf"({NUM})-({NUM}); at seed 0 BranchLoRA is ahead \(({NUM}) against ({NUM})\). D-MoLE "
-          rf"learns each task least well in its own stage: MFT ({NUM}) against ({NUM})-({NUM}).",
+          rf"({NUM})-({NUM}); at seed 0 BranchLoRA \(({NUM})\) and EWC \(({NUM})\) are both ahead "
+          rf"of D-MoLE \(({NUM})\). D-MoLE learns each task least well in its own stage: MFT "
+          rf"({NUM}) against ({NUM})-({NUM}) for the continual peers.",
           lambda s: (s.mean("dmole", "AVG"), s.std("dmole", "AVG"),
                      s.mean("branchlora", "AVG"), s.mean("ewc", "AVG"),
                      min(s.mean(p, "AVG") for p in PEERS if p not in ("branchlora", "ewc")),
                      max(s.mean(p, "AVG") for p in PEERS if p not in ("branchlora", "ewc")),
-                     s.seed("branchlora", 0, "AVG"), s.seed("dmole", 0, "AVG"),
+                     s.seed("branchlora", 0, "AVG"), s.seed("ewc", 0, "AVG"),
+                     s.seed("dmole", 0, "AVG"),
                      s.mean("dmole", "MFT"), min(s.mean(p, "MFT") for p in PEERS),
                      max(s.mean(p, "MFT") for p in PEERS))),
     Quote("nb04-ablations", "nb04",
