@@ -5,7 +5,8 @@ and no figure is shown twice.
 
 The notebooks run in a child process (this module run as ``python -m
 tests.test_notebook_figures NOTEBOOK.py OUT.json``), which records every figure the notebook
-leaves open (what the inline backend displays) and the first figure of every explorer.
+leaves open (what the inline backend displays) and the first figure of every explorer, which
+shows its whole canvas.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def inspect(fig) -> dict:
 
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
-    shown = fig.get_tightbbox(r).width  # inches, as the inline backend crops
+    tight = fig.get_tightbbox(r)
+    shown = tight.width  # inches, as the inline backend crops
+    width, height = fig.get_size_inches()
+    inside = (tight.x0 >= -0.02 and tight.y0 >= -0.02 and tight.x1 <= width + 0.02
+              and tight.y1 <= height + 0.02)
     scale = min(1.0, plots.NOTEBOOK_WIDTH / shown)
     texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
     cells = [t for ax in fig.axes if ax.images for t in ax.texts]
@@ -83,7 +88,7 @@ def inspect(fig) -> dict:
     return {"title": fig._suptitle.get_text() if fig._suptitle else fig.axes[0].get_title(),
             "scale": scale, "min_text": scale * min(t.get_fontsize() for t in texts),
             "min_cell": scale * min((t.get_fontsize() for t in cells), default=99.0),
-            "problems": problems, "colours": colours,
+            "problems": problems, "colours": colours, "inside": bool(inside),
             "digest": __import__("hashlib").sha1(buf.tobytes()).hexdigest()}
 
 
@@ -115,8 +120,8 @@ def run_notebook(path: Path) -> list[dict]:
     os.chdir(path.parent)
     runpy.run_path(path.name, run_name="__main__")
     shown = [plt.figure(n) for n in plt.get_fignums()]
-    shown = [f for f in shown if id(f) not in closed and f.axes] + first
-    out = [inspect(f) for f in shown]
+    shown = [f for f in shown if id(f) not in closed and f.axes]
+    out = [inspect(f) for f in shown] + [{**inspect(f), "explorer": True} for f in first]
     plt_close("all")
     return out
 
@@ -163,3 +168,9 @@ def test_no_figure_is_shown_twice(figures):
     digests = [f["digest"] for f in figures]
     twice = [f["title"] for f in figures if digests.count(f["digest"]) > 1]
     assert not twice, f"shown twice: {twice}"
+
+
+def test_an_explorer_draws_inside_its_canvas(figures):
+    """An explorer shows its whole canvas (to redraw it in place), so nothing may lie outside."""
+    outside = [f["title"] for f in figures if f.get("explorer") and not f["inside"]]
+    assert not outside, outside

@@ -23,9 +23,9 @@ def _white(text):
 
 
 def _cells(ax):
-    """(row, column) -> text of every annotation in a heatmap's axes."""
+    """(row, column) -> text of every annotation in a heatmap's axes (blank cells left out)."""
     return {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
-            for t in ax.texts}
+            for t in ax.texts if t.get_text()}
 
 
 def _text_at(ax, r, c):

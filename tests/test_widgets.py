@@ -111,3 +111,77 @@ def test_comparison_explorer_follows_methods_task_and_conventions(compare_scores
     ex.task.value = "t1"
     np.testing.assert_allclose(ex.figure.axes[0].get_lines()[0].get_ydata(),
                                [0.5, 0.5, 70.5, 70.5])
+
+
+def _fresh_and_updated(make, changes: dict):
+    """An explorer changed control by control (updating its figure in place where it can)
+    and one built with the final values from the start: their pictures and figures."""
+    import io
+
+    from PIL import Image
+
+    moved = make()
+    first = moved.figure
+    for name, value in changes.items():
+        getattr(moved, name).value = value
+    fresh = make(**changes)
+    pictures = [np.asarray(Image.open(io.BytesIO(e.output.value))) for e in (moved, fresh)]
+    return moved, fresh, first, pictures
+
+
+@pytest.mark.parametrize("kind", ["sensitivity", "dynamics", "allocation", "comparison"])
+def test_an_update_in_place_shows_what_a_new_figure_shows(kind, sensitivity_table,
+                                                          shaped_sensitivity_table,
+                                                          compare_scores):
+    """Explorers whose figure keeps its shape redraw it in place (no new figure: a render
+    draws once) and show, to the pixel, what a figure built for the same settings shows; a
+    change of shape (one task's bars) builds a new figure. Everything each draws lies inside
+    its canvas (to two pixels), which is what they show."""
+    from dmole_lab.viz.widgets import ComparisonExplorer
+
+    if kind == "sensitivity":
+        def make(**kw):
+            ex = SensitivityExplorer(sensitivity_table(), tasks=["deep", "shallow"])
+            for k, v in kw.items():
+                getattr(ex, k).value = v
+            return ex
+        changes = {"proxy": "snip", "normalisation": "rank", "batches": 1}
+    elif kind == "dynamics":
+        rows = [{"stage": s, "task": f"t{s}", "step": k, "tower": tower, "quantity": q,
+                 "value": (3.0 + k if tower == "llm" else 1.0 + k * k) * (1 + (q == "x"))}
+                for s in (1, 2) for k in range(6) for tower in ("vision", "llm")
+                for q in ("grad_norm", "rel_update")]
+
+        def make(**kw):
+            return DynamicsExplorer(pd.DataFrame(rows), **{"smooth": 1, **kw})
+        changes = {"quantity": "rel_update", "smooth": 3}
+    elif kind == "allocation":
+        def make(**kw):
+            ex = AllocationExplorer(shaped_sensitivity_table, ["shallow", "deep"], r=2)
+            for k, v in kw.items():
+                getattr(ex, k).value = v
+            return ex
+        changes = {"fraction": 0.25, "vision_floor": 0.0}
+    else:
+        A = np.array([[0.0, 0, 0], [60, 0, 0], [40, 70, 0], [30, 50, 80]])
+        parts = [compare_scores(v, s, A + 10 * s + (v == "b")) for v in ("a", "b")
+                 for s in (0, 1)]
+        scores, runs = pd.concat([p[0] for p in parts]), pd.DataFrame([p[1] for p in parts])
+
+        def make(**kw):
+            ex = ComparisonExplorer(scores, runs)
+            for k, v in kw.items():
+                getattr(ex, k).value = v
+            return ex
+        changes = {"task": "t1", "bwt_divisor": "T"}
+    moved, fresh, first, (a, b) = _fresh_and_updated(make, changes)
+    assert moved.figure is first  # updated in place
+    assert a.shape == b.shape and (a == b).all()
+    fig = moved.figure
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    width, height = fig.get_size_inches()
+    tol = 0.02  # inches: two pixels
+    assert box.x0 >= -tol and box.y0 >= -tol and box.x1 <= width + tol and box.y1 <= height + tol
+    if kind == "sensitivity":
+        moved.task.value = "deep"
+        assert moved.figure is not first  # bars: a new figure

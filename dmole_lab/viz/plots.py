@@ -7,6 +7,7 @@ images (``ax.images[0].get_array()`` is the drawn matrix) annotated the way ``sn
 
 from __future__ import annotations
 
+import matplotlib as mpl
 import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import numpy as np
@@ -83,31 +84,61 @@ def _cell_fontsize(ax, shape: tuple[int, int], chars: int, square: bool = False)
     return float(np.clip(min(cell_w / (0.62 * chars + 1.0), 0.6 * cell_h), 6, 9))
 
 
-def _annotate(ax, im, values: np.ndarray, fmt: str, skip_zero: bool = False,
-              square: bool = False) -> None:
-    """Write every finite cell's value into the image ``im``, as ``sns.heatmap(annot=True)``
-    does: dark text on light cells and white on dark ones (seaborn's luminance rule), the font
-    sized to the cell. ``skip_zero`` leaves zero cells blank."""
-    keep = np.isfinite(values) & ((values != 0) if skip_zero else True)
-    labels = {rc: format(v, fmt) for rc, v in np.ndenumerate(values) if keep[rc]}
-    if not labels:
-        return
-    size = _cell_fontsize(ax, values.shape, max(map(len, labels.values())), square)
+def _cell_labels(values: np.ndarray, fmt: str, skip_zero: bool) -> dict:
+    """(row, column) -> the text of every finite cell ("" for a zero one with ``skip_zero``);
+    a NaN cell (not measured) has none."""
+    return {rc: "" if (skip_zero and v == 0) else format(v, fmt)
+            for rc, v in np.ndenumerate(values) if np.isfinite(v)}
+
+
+def _cell_colours(im, values: np.ndarray) -> np.ndarray:
+    """Per cell, dark text on light colours and white on dark ones (seaborn's luminance rule)."""
     rgba = im.to_rgba(np.nan_to_num(values)).reshape(-1, 4)
     lum = np.reshape(sns.utils.relative_luminance(rgba), values.shape)
+    return np.where(lum > .408, ".15", "w")
+
+
+def _annotate(ax, im, values: np.ndarray, fmt: str, skip_zero: bool = False,
+              square: bool = False, chars: int | None = None) -> None:
+    """Write every finite cell's value into the image ``im``, as ``sns.heatmap(annot=True)``
+    does: dark text on light cells and white on dark ones (seaborn's luminance rule), the font
+    sized to the cell (to fit ``chars`` characters; default: the longest label). ``skip_zero``
+    leaves zero cells blank. Every cell gets a text artist, blank or not, so that
+    :func:`_reannotate` can refill them in place."""
+    labels = _cell_labels(values, fmt, skip_zero)
+    if not any(labels.values()) and chars is None:
+        return
+    chars = chars or max(map(len, labels.values()))
+    size = _cell_fontsize(ax, values.shape, chars, square)
+    colours = _cell_colours(im, values)
     for (r, c), text in labels.items():
-        ax.text(c, r, text, ha="center", va="center", fontsize=size,
-                color=".15" if lum[r, c] > .408 else "w")
+        ax.text(c, r, text, ha="center", va="center", fontsize=size, color=colours[r, c])
+
+
+def _reannotate(ax, im, values: np.ndarray, fmt: str, skip_zero: bool = False) -> bool:
+    """Put ``values`` into the image ``im`` and its cell texts, in place; False when the
+    heatmap has another shape (the figure must be rebuilt)."""
+    if (im.get_array().shape != values.shape or not np.isfinite(values).all()
+            or len(ax.texts) != values.size):
+        return False
+    im.set_data(values)
+    labels, colours = _cell_labels(values, fmt, skip_zero), _cell_colours(im, values)
+    for t in ax.texts:
+        c, r = (round(x) for x in t.get_position())
+        t.set_text(labels[r, c])
+        t.set_color(colours[r, c])
+    return True
 
 
 def _heatmap(ax, values: np.ndarray, xlabels, ylabels, *, cmap: str, vmin=None, vmax=None,
              fmt: str | None = None, skip_zero: bool = False, label: str = "",
-             rotate_x: bool = True, square: bool = False):
+             rotate_x: bool = True, square: bool = False, chars: int | None = None):
     """``values`` as an image in ``ax`` with one tick per row and column, annotated with ``fmt``
-    (none if None) and a colorbar labelled ``label``; returns the image."""
+    (none if None; ``chars``: the widest label to size the font for) and a colorbar labelled
+    ``label``; returns the image."""
     im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="equal" if square else "auto")
     if fmt is not None:
-        _annotate(ax, im, values, fmt, skip_zero, square)
+        _annotate(ax, im, values, fmt, skip_zero, square, chars)
     ax.set_xticks(range(values.shape[1]), [str(x) for x in xlabels],
                   **({"rotation": 45, "ha": "right"} if rotate_x else {}))
     ax.set_yticks(range(values.shape[0]), [str(y) for y in ylabels])
@@ -138,36 +169,67 @@ def score_matrix_heatmap(scores: pd.DataFrame, tasks: list[str], ax=None,
     return fig
 
 
+def _seed_stats(data: pd.DataFrame, hue: str, order: list[str]) -> pd.DataFrame:
+    """Mean, standard error (ddof 1; NaN for one seed) and count over the rows of every
+    (``hue`` level, stage) of ``data``'s value."""
+    d = data[data[hue].isin(order)]
+    return d.groupby([hue, "stage"])["value"].agg(["mean", "sem", "count"])
+
+
 def _seed_band(ax, data: pd.DataFrame, hue: str, order: list[str], methods: bool = False
                ) -> None:
     """One line per ``hue`` level in ``order`` of ``data``'s value against stage: the mean over
     the rows of a stage (seeds) with a band of +- one standard error of that mean (none for a
     single seed): a std band of a method whose seeds disagree would cover the whole plot and
     hide the others. With ``methods`` the levels are methods: each keeps its fixed colour and
-    marker (:func:`method_color`) and D-MoLE is drawn thicker, on top. Otherwise seaborn's
-    palette (evenly spaced hues past ten lines). The legend sits outside the axes."""
+    marker (:func:`method_color`) and D-MoLE is drawn thicker, on top. Otherwise matplotlib's
+    ten colours, or evenly spaced hues past ten lines. The legend sits outside the axes."""
     order = [h for h in order if h in set(data[hue])]
-    if methods:
-        palette = {h: method_color(h) for h in order}
-        markers = {h: method_marker(h) for h in order}
-    else:
-        # past ten lines, evenly spaced hues that skip one step, so the first and last differ
-        palette = (sns.color_palette("husl", len(order) + 1)[:len(order)] if len(order) > 10
-                   else None)
-        markers = True
-    first = len(ax.lines)
-    sns.lineplot(data=data[data[hue].isin(order)], x="stage", y="value", hue=hue,
-                 hue_order=order, palette=palette, style=hue, style_order=order, dashes=False,
-                 markers=markers, errorbar="se", err_kws={"alpha": 0.12, "lw": 0},
-                 markersize=5, markeredgewidth=0, legend=False, ax=ax)
-    for line, name in zip(ax.lines[first:], order):
-        line.set_label(name)
-        if methods and _is_dmole(name):
-            line.set_linewidth(2.6)
-            line.set_zorder(5)
+    stats = _seed_stats(data, hue, order)
+    # past ten lines, evenly spaced hues that skip one step, so the first and last differ
+    many = sns.color_palette("husl", len(order) + 1) if len(order) > 10 else None
+    for k, name in enumerate(order):
+        st = stats.loc[name]
+        colour = (method_color(name) if methods else
+                  many[k] if many is not None else f"C{k}")
+        marker = method_marker(name) if methods else _MARKERS[k % len(_MARKERS)]
+        thick = methods and _is_dmole(name)
+        ax.plot(st.index, st["mean"], color=colour, marker=marker, markersize=5,
+                markeredgewidth=0, lw=2.6 if thick else 1.5, zorder=5 if thick else 2,
+                label=name)
+        if (st["count"] > 1).any():
+            ax.fill_between(st.index, st["mean"] - st["sem"], st["mean"] + st["sem"],
+                            color=colour, alpha=0.12, lw=0, label=f"_band {name}")
     if order:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
                   frameon=False)
+
+
+def _update_seed_band(ax, data: pd.DataFrame, hue: str, order: list[str]) -> bool:
+    """New values for the lines and bands :func:`_seed_band` drew for the same ``order``, in
+    place; False when ``ax`` holds other levels or stages."""
+    order = [h for h in order if h in set(data[hue])]
+    lines = {ln.get_label(): ln for ln in ax.lines if ln.get_label() in order}
+    bands = {c.get_label()[len("_band "):]: c for c in ax.collections
+             if c.get_label().startswith("_band ")}
+    if list(lines) != order or set(bands) - set(order):
+        return False
+    stats = _seed_stats(data, hue, order)
+    for name in order:
+        st = stats.loc[name]
+        if len(st) != len(lines[name].get_xdata()) or ((st["count"] > 1).any()
+                                                        != (name in bands)):
+            return False
+        lines[name].set_data(st.index, st["mean"])
+    ax.relim()  # lines only: the bands' extent is added below, as fill_between adds it
+    for name, band in bands.items():
+        st = stats.loc[name]
+        lo, hi = st["mean"] - st["sem"], st["mean"] + st["sem"]
+        band.set_data(st.index, lo, hi)
+        ax.update_datalim(np.column_stack([np.r_[st.index, st.index], np.r_[lo, hi]])[
+            np.isfinite(np.r_[lo, hi])])
+    ax.autoscale_view()
+    return True
 
 
 def forgetting_curves(scores: pd.DataFrame, tasks: list[str], ax=None, title: str | None = None):
@@ -291,8 +353,7 @@ def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
         _, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True,
                                gridspec_kw={"height_ratios": [2, 1]})
     fig = axes[0].figure
-    wide = d.pivot_table(index=_global_step(d), columns="tower", values="value")
-    wide = wide.rolling(smooth, min_periods=1).mean() if smooth > 1 else wide
+    wide = _tower_curves(d, smooth)
     for tower in [t for t in ("vision", "llm", "projector") if t in wide]:
         axes[0].plot(wide.index, wide[tower], label=tower, lw=1)
     axes[0].set_yscale("log")
@@ -303,6 +364,9 @@ def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
         axes[1].plot(ratio.index, ratio, color="black", lw=1)
         axes[1].axhline(1, color="grey", lw=0.5, ls="--")  # balanced towers
         axes[1].set_yscale("log")
+        # plain numbers (2, 5, 10), not 2 x 10^0
+        axes[1].yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axes[1].yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     else:  # one tower trains alone (D-MoLE ablations v1 / v2): no ratio to draw
         axes[1].text(0.5, 0.5, "one tower trained: no ratio", ha="center", va="center",
                      transform=axes[1].transAxes, fontsize=8)
@@ -317,8 +381,71 @@ def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
             axes[0].text((lo + hi) / 2, 1.01, str(task), transform=axes[0].get_xaxis_transform(),
                          ha="center", va="bottom", fontsize=7, rotation=30)
     if title:
-        fig.suptitle(title, y=1.04)
+        # inside the canvas, above the stage names: an explorer then crops a single drawing
+        fig.subplots_adjust(top=0.82)
+        fig.suptitle(title, y=0.99, va="top")
     return fig
+
+
+def _tower_curves(d: pd.DataFrame, smooth: int) -> pd.DataFrame:
+    """Global step x tower of one quantity, as a rolling mean over ``smooth`` steps."""
+    wide = d.pivot_table(index=_global_step(d), columns="tower", values="value")
+    return wide.rolling(smooth, min_periods=1).mean() if smooth > 1 else wide
+
+
+def update_tower_dynamics(fig, dynamics: pd.DataFrame, quantity: str, smooth: int = 5,
+                          title: str | None = None) -> bool:
+    """Redraw a figure of :func:`tower_dynamics` in place with another quantity or smoothing
+    of the same rows (same stages and towers): new curves, ratio and labels, no new artists.
+    False when ``fig`` cannot take it (other towers or steps): build a new figure instead."""
+    from dmole_lab.analysis.profiles import QUANTITIES
+
+    d = dynamics[dynamics["quantity"] == quantity]
+    if d.empty or len(fig.axes) != 2:
+        return False
+    wide = _tower_curves(d, smooth)
+    top, bottom = fig.axes
+    curves = {ln.get_label(): ln for ln in top.lines
+              if ln.get_label() in ("vision", "llm", "projector")}
+    if set(curves) != set(wide.columns) or any(len(ln.get_xdata()) != len(wide)
+                                               for ln in curves.values()):
+        return False
+    for tower, line in curves.items():
+        line.set_ydata(wide[tower].to_numpy())
+    if {"llm", "vision"} <= set(wide.columns):
+        bottom.lines[0].set_ydata((wide["llm"] / wide["vision"]).to_numpy())
+    for a in (top, bottom):
+        a.relim()
+        a.autoscale_view()
+    top.set_ylabel(QUANTITIES[quantity][0])
+    if title:
+        fig.suptitle(title, y=fig._suptitle.get_position()[1] if fig._suptitle else 0.98)
+    return True
+
+
+def update_sensitivity_heatmaps(fig, profiles: pd.DataFrame, tasks: list[str],
+                                normalisation: str = "minmax", title: str | None = None) -> bool:
+    """Redraw a figure of :func:`sensitivity_heatmaps` in place with another proxy, number of
+    batches or normalisation of the same tasks and layers. False when ``fig`` cannot take it."""
+    from dmole_lab.analysis.profiles import normalise, profile_matrix
+    from dmole_lab.config import TOWERS
+
+    axes = [a for a in fig.axes if a.images]
+    if len(axes) != len(TOWERS):
+        return False
+    norm = normalise(profiles, normalisation)
+    for a, tower in zip(axes, TOWERS):
+        m = profile_matrix(norm, tower, tasks).to_numpy(dtype=float)
+        im = a.images[0]
+        if im.get_array().shape != m.shape:
+            return False
+        im.set_data(m)
+        im.set_clim(*((0, 1) if normalisation == "minmax" else (np.nanmin(m), np.nanmax(m))))
+        if im.colorbar is not None:
+            im.colorbar.set_label(f"sensitivity ({normalisation})")
+    if title:
+        fig.suptitle(title)
+    return True
 
 
 def _global_step(d: pd.DataFrame) -> pd.Series:
@@ -392,18 +519,55 @@ def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
         if len(allocation) else 1
     fig, axes = _pair(ax, (11, 0.9 + 0.42 * len(tasks)))
     for a, tower in zip(axes, TOWERS):
-        d = allocation[allocation["tower"] == tower]
-        m = (d.groupby(["task", "layer"]).size().unstack(fill_value=0)
-             .reindex(index=list(tasks), columns=range(n_layers[tower]), fill_value=0))
-        _heatmap(a, m.to_numpy(dtype=float), m.columns, tasks, cmap="Greens", vmin=0,
-                 vmax=per_layer, fmt=".0f", skip_zero=True, label="modules with an expert",
-                 rotate_x=False)
+        m = _allocation_matrix(allocation, tasks, n_layers, tower)
+        _heatmap(a, m, range(m.shape[1]), tasks, cmap="Greens", vmin=0, vmax=per_layer,
+                 fmt=".0f", skip_zero=True, label="modules with an expert", rotate_x=False,
+                 chars=len(str(per_layer)))
         a.set_xlabel(f"{tower} layer (0 = input side)")
-        a.set_title(f"{'vision encoder' if tower == 'vision' else 'LLM'}: {len(d)} experts")
+        a.set_title(_allocation_title(allocation, tower))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _allocation_matrix(allocation: pd.DataFrame, tasks: list[str], n_layers: dict[str, int],
+                       tower: str) -> np.ndarray:
+    """tasks x layers of one tower: how many modules of the layer hold the task's expert."""
+    d = allocation[allocation["tower"] == tower]
+    return (d.groupby(["task", "layer"]).size().unstack(fill_value=0)
+            .reindex(index=list(tasks), columns=range(n_layers[tower]), fill_value=0)
+            .to_numpy(dtype=float))
+
+
+def _allocation_title(allocation: pd.DataFrame, tower: str) -> str:
+    n = int((allocation["tower"] == tower).sum())
+    return f"{'vision encoder' if tower == 'vision' else 'LLM'}: {n} experts"
+
+
+def update_allocation_heatmaps(fig, allocation: pd.DataFrame, tasks: list[str],
+                               n_layers: dict[str, int], title: str | None = None) -> bool:
+    """Redraw a figure of :func:`allocation_heatmaps` with another allocation of the same tasks
+    and layers in place (new cell colours, numbers and titles; no new artists), which an
+    explorer can then render without rebuilding it. False when ``fig`` cannot take it (another
+    shape, or more modules per layer than its colour scale): build a new figure instead."""
+    from dmole_lab.config import TOWERS
+
+    axes = [a for a in fig.axes if a.images]
+    if len(axes) != len(TOWERS):
+        return False
+    per_layer = allocation.groupby(["tower", "layer"])["module"].nunique().max() \
+        if len(allocation) else 1
+    if per_layer > axes[0].images[0].norm.vmax:
+        return False
+    for a, tower in zip(axes, TOWERS):
+        m = _allocation_matrix(allocation, tasks, n_layers, tower)
+        if not _reannotate(a, a.images[0], m, ".0f", skip_zero=True):
+            return False
+        a.set_title(_allocation_title(allocation, tower))
+    if title:
+        fig.suptitle(title)
+    return True
 
 
 def routing_confusion(confusion: pd.DataFrame, ax=None, title: str | None = None):
@@ -488,15 +652,38 @@ def task_curves_by_method(scores: pd.DataFrame, task: str, tasks: list[str],
     stage that trains the task."""
     if task not in tasks:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(tasks)}")
+    own = ax is None
     fig, ax = _ax(ax, figsize=(8, 4))
     d = scores[scores["eval_task"] == task]
     _seed_band(ax, d, "variant", list(variants or dict.fromkeys(d["variant"])), methods=True)
-    ax.axvline(tasks.index(task) + 1, color="grey", ls=":", lw=1)
+    ax.axvline(tasks.index(task) + 1, color="grey", ls=":", lw=1, label="_trained")
     ax.set_xticks(range(len(tasks) + 1))
     ax.set_xlabel("stage (0 = zero-shot)")
+    _task_curves_labels(ax, task, title)
+    if own:  # the legend outside the axes, inside the canvas
+        fig.tight_layout()
+    return fig
+
+
+def _task_curves_labels(ax, task: str, title: str | None) -> None:
     ax.set_ylabel(f"score on {task}")
     ax.set_title(title or f"{task}: score across the stream (mean ± s.e. over seeds)")
-    return fig
+
+
+def update_task_curves(fig, scores: pd.DataFrame, task: str, tasks: list[str],
+                       variants: list[str], title: str | None = None) -> bool:
+    """Redraw a figure of :func:`task_curves_by_method` in place for another task of the same
+    variants. False when ``fig`` cannot take it (other variants): build a new figure."""
+    if task not in tasks or len(fig.axes) != 1:
+        return False
+    ax = fig.axes[0]
+    if not _update_seed_band(ax, scores[scores["eval_task"] == task], "variant", variants):
+        return False
+    trained = [ln for ln in ax.lines if ln.get_label() == "_trained"]
+    for ln in trained:
+        ln.set_xdata([tasks.index(task) + 1] * 2)
+    _task_curves_labels(ax, task, title)
+    return True
 
 
 def score_matrix_grid(scores: pd.DataFrame, tasks: list[str], variants: list[str],

@@ -16,6 +16,7 @@ import io
 import time
 
 import ipywidgets as W
+import numpy as np
 import pandas as pd
 
 from dmole_lab.analysis.profiles import NORMALISATIONS, QUANTITIES, layer_profiles, tower_split
@@ -30,11 +31,37 @@ NEEDS_KERNEL = ("Interactive explorer: open this notebook in Jupyter with a kern
                 "controls (<code>make lab</code>).")
 
 
-def png(fig, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes, cropped to what it draws (as the notebook's inline backend)."""
+def png(fig, dpi: int = 100, bbox=None) -> bytes:
+    """The figure as PNG bytes, cropped to what it draws (as the notebook's inline backend), or
+    to ``bbox`` (inches, see :func:`crop_box`): then the figure is drawn once on its own canvas
+    and the box cut out of the picture, where ``savefig`` would lay it out and draw it twice."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    if bbox is None or fig.dpi != dpi:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if bbox is None else bbox)
+        return buf.getvalue()
+    if not isinstance(fig.canvas, FigureCanvasAgg):  # a figure closed in pyplot keeps none
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())
+    height, width = pixels.shape[:2]
+    x0, x1 = (int(round(v * dpi)) for v in (bbox.x0, bbox.x1))
+    y0, y1 = (int(round(height - v * dpi)) for v in (bbox.y1, bbox.y0))  # rows count down
+    crop = pixels[max(0, y0):min(height, y1), max(0, x0):min(width, x1)]
+    Image.fromarray(crop).save(buf, format="png", compress_level=1)
     return buf.getvalue()
+
+
+def crop_box(fig):
+    """The box (inches) an explorer that updates its figure in place shows: the whole canvas,
+    which the plotting functions lay out to hold everything they draw (tests/test_widgets.py
+    checks it). Fixed once per figure, so that each later render draws once (a "tight" save
+    lays the figure out and draws it twice) and the picture keeps its size."""
+    from matplotlib.transforms import Bbox
+
+    return Bbox.from_bounds(0, 0, *fig.get_size_inches())
 
 
 class _Explorer:
@@ -42,12 +69,13 @@ class _Explorer:
 
     The figure is shown as an image widget whose bytes are replaced on each change: one message
     to the browser, which swaps the picture in place (no output area cleared and refilled), and
-    the notes beside it are set in the same callback, so they arrive with it.
+    the notes beside it are set in the same callback, so they arrive with it. Sliders report
+    when they are released, not at every step of a drag, so a drag costs one redraw.
     """
 
     def __init__(self, controls: list[W.Widget]):
         self.output = W.Image(format="png")
-        self.figure = None
+        self.figure, self._box = None, None
         self.widget = W.VBox([W.HBox(controls), self.output])
         self.widget.add_class("dmole-explorer")  # how a browser test finds it
         for c in controls:
@@ -57,12 +85,27 @@ class _Explorer:
         """Build and return the figure for the current control values."""
         raise NotImplementedError
 
+    def update(self, fig) -> bool:
+        """Show the current control values in ``fig`` (the last figure) in place, if this
+        explorer can; False: :meth:`draw` a new one. Building a figure costs more than
+        drawing it, so explorers whose figure keeps its shape override this."""
+        return False
+
     def redraw(self) -> None:
-        """Redraw the figure for the current control values."""
+        """Redraw the figure for the current control values: in place when :meth:`update`
+        can, else a new figure from :meth:`draw`."""
+        if self.figure is not None and self._box is not None and self.update(self.figure):
+            self.output.value = png(self.figure, bbox=self._box)
+            return
         fig = self.draw()
-        self.output.value = png(fig)
+        self._box = crop_box(fig) if self._updates_in_place else None
+        self.output.value = png(fig, bbox=self._box)
         plots.close(fig)
         self.figure = fig
+
+    @property
+    def _updates_in_place(self) -> bool:
+        return type(self).update is not _Explorer.update
 
     def _repr_mimebundle_(self, **kwargs) -> dict[str, object]:
         """The panel as a widget view, plus a ``text/html`` fallback for a page without a kernel.
@@ -131,10 +174,19 @@ class SensitivityExplorer(_Explorer):
         """Per-layer profiles (task, tower, layer, score) for the current proxy and batches."""
         return layer_profiles(self.table, self.proxy.value, self.batches.value)
 
+    def update(self, fig) -> bool:
+        """Another proxy, batch count or normalisation in the same heatmaps."""
+        if self.task.value != ALL_TASKS or self._shown != ALL_TASKS:
+            return False
+        return plots.update_sensitivity_heatmaps(
+            fig, self.profiles(), self.tasks, self.normalisation.value,
+            title=f"{self.proxy.value}, {self.batches.value} batches")
+
     def draw(self):
         """Heatmaps of every task, or one task's per-layer bars."""
         prof = self.profiles()
         label = f"{self.proxy.value}, {self.batches.value} batches"
+        self._shown = self.task.value
         if self.task.value == ALL_TASKS:
             return plots.sensitivity_heatmaps(prof, self.tasks, self.normalisation.value,
                                               title=label)
@@ -155,19 +207,32 @@ class DynamicsExplorer(_Explorer):
         self.quantity = W.Dropdown(options=[(QUANTITIES[q][0], q) for q in have],
                                    value=quantity if quantity in have else have[0],
                                    description="quantity")
-        self.smooth = W.IntSlider(value=smooth, min=1, max=50, description="smooth")
+        self.smooth = W.IntSlider(value=smooth, min=1, max=50, description="smooth",
+                                  continuous_update=False)
         self.task = W.Dropdown(options=[ALL_TASKS, *tasks], value=ALL_TASKS, description="task")
         super().__init__([self.task, self.quantity, self.smooth])
         self.redraw()
 
+    def _rows(self) -> pd.DataFrame:
+        d = self.dynamics
+        return d if self.task.value == ALL_TASKS else d[d["task"] == self.task.value]
+
+    def _label(self) -> str:
+        label = QUANTITIES[self.quantity.value][1]
+        return f"{self.title}: {label}" if self.title else label
+
     def draw(self):
         """Per-tower curves and their ratio for the chosen stages."""
-        d = self.dynamics
-        if self.task.value != ALL_TASKS:
-            d = d[d["task"] == self.task.value]
-        label = QUANTITIES[self.quantity.value][1]
-        return plots.tower_dynamics(d, self.quantity.value, smooth=self.smooth.value,
-                                    title=f"{self.title}: {label}" if self.title else label)
+        self._shown = self.task.value
+        return plots.tower_dynamics(self._rows(), self.quantity.value, smooth=self.smooth.value,
+                                    title=self._label())
+
+    def update(self, fig) -> bool:
+        """Another quantity or smoothing of the same stages, in place."""
+        if self.task.value != self._shown:
+            return False
+        return plots.update_tower_dynamics(fig, self._rows(), self.quantity.value,
+                                           smooth=self.smooth.value, title=self._label())
 
 
 class AllocationExplorer(_Explorer):
@@ -193,9 +258,9 @@ class AllocationExplorer(_Explorer):
         self.find = find
         self.n_layers = (self.table.groupby("tower")["layer"].max() + 1).astype(int).to_dict()
         self.fraction = W.FloatSlider(value=fraction, min=0.05, max=1.0, step=0.05,
-                                      description="budget")
+                                      description="budget", continuous_update=False)
         self.vision_floor = W.FloatSlider(value=vision_floor, min=0.0, max=1.0, step=0.05,
-                                          description="vision floor")
+                                          description="vision floor", continuous_update=False)
         self.curriculum = W.Dropdown(options=list(CURRICULA), value=curriculum,
                                      description="curriculum")
         self.note = W.HTML()
@@ -224,12 +289,24 @@ class AllocationExplorer(_Explorer):
 
     def draw(self):
         """Heatmaps of the recomputed allocation; the note says what it costs and scores."""
+        alloc = self._recompute_and_note()
+        return plots.allocation_heatmaps(alloc, self.tasks, self.n_layers, title=self._label())
+
+    def update(self, fig) -> bool:
+        """The recomputed allocation in the same heatmaps (same tasks and layers)."""
+        alloc = self._recompute_and_note()
+        return plots.update_allocation_heatmaps(fig, alloc, self.tasks, self.n_layers,
+                                                title=self._label())
+
+    def _recompute_and_note(self) -> pd.DataFrame:
         alloc = self.recompute()
         self.runs = self.find(self.settings()) if self.find is not None else []
         self.note.value = self._note()
-        label = (f"budget {self.fraction.value:.2f}, vision floor {self.vision_floor.value:.2f},"
-                 f" curriculum {self.curriculum.value}")
-        return plots.allocation_heatmaps(alloc, self.tasks, self.n_layers, title=label)
+        return alloc
+
+    def _label(self) -> str:
+        return (f"budget {self.fraction.value:.2f}, vision floor {self.vision_floor.value:.2f},"
+                f" curriculum {self.curriculum.value}")
 
     def _note(self) -> str:
         from dmole_lab.analysis.summaries import headline
@@ -294,10 +371,20 @@ class ComparisonExplorer(_Explorer):
 
     def draw(self):
         """The chosen task's curves; the table under the figure follows the conventions."""
+        chosen = self._tabulate()
+        return plots.task_curves_by_method(self.scores, self.task.value, self.tasks, chosen)
+
+    def update(self, fig) -> bool:
+        """Another task or convention for the same methods, in place."""
+        chosen = self._tabulate()
+        return plots.update_task_curves(fig, self.scores, self.task.value, self.tasks, chosen)
+
+    def _tabulate(self) -> list[str]:
+        """The table under the figure for the chosen methods and conventions; the methods."""
         from dmole_lab.analysis.compare import format_table, method_table
 
         chosen = list(self.variants.value)
         per_run = self.per_run[(self.bwt_divisor.value, self.forgetting.value)]
         self.table = method_table(per_run[per_run["variant"].isin(chosen)], order=chosen)
         self.table_view.value = format_table(self.table, sep=plots.PM).to_html()
-        return plots.task_curves_by_method(self.scores, self.task.value, self.tasks, chosen)
+        return chosen
