@@ -47,9 +47,9 @@ def run_breakdown(root: Path, learned_margin: float) -> dict:
     sm = store.summary("score_matrix")
     tasks = tasks or list(dict.fromkeys(sm["eval_task"]))
     A = matrix_from_scores(sm[sm["eval_task"].isin(tasks)], tasks)
-    seconds = {p.removesuffix("_seconds"): round(sum(s.get(p, 0.0) for s in stages.values()), 1)
+    seconds = {p.removesuffix("_seconds"): round(sum(s.get(p, 0.0) for s in stages.values()), 3)
                for p in PHASES}
-    seconds["eval"] = round(float(scores["seconds"].sum()), 1)
+    seconds["eval"] = round(float(scores["seconds"].sum()), 3)
     gains = [A[i + 1, i] - A[0, i] for i in range(len(tasks))]
     routers = [s["router_accuracy"] for s in stages.values() if "router_accuracy" in s]
     return {
