@@ -47,3 +47,25 @@ def test_notebook_in_chromium(page, name):
     for e in range(len(counts)):
         assert browser.change_control(page, e, 0, timeout_ms=30_000) >= 0, (name, e)
         browser.settle(page)
+
+
+def test_bench_browser_smoke(tmp_path, monkeypatch):
+    """benchmarks/bench_browser.py on one notebook in smoke mode: every control of its explorer
+    is changed and the changes that show are timed."""
+    import json
+    import runpy
+    import sys
+
+    if browser.chromium_path() is None:
+        pytest.fail("no Chromium: `make test` installs Debian's chromium")
+    out = tmp_path / "browser.json"
+    monkeypatch.setattr(sys, "argv", ["bench_browser.py", "--notebooks", "03", "--smoke",
+                                      "--repeats", "1", "--pause-ms", "50", "--json", str(out)])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(PROJECT_ROOT / "benchmarks" / "bench_browser.py"), run_name="__main__")
+    assert done.value.code == 0
+    rows = json.loads(out.read_text())["explorers"]
+    assert [(r["notebook"], r["explorer"]) for r in rows] == [("03_curriculum_dynamics.ipynb", 0)]
+    # smoke mode's stages are a step or two long: one more step of smoothing may change
+    # nothing on the page, so one of the three changes may go unseen
+    assert rows[0]["changes"] == 3 and rows[0]["missed"] <= 1 and rows[0]["median_ms"] > 0

@@ -189,8 +189,10 @@ def widget_census(page) -> dict[str, int]:
 
 
 # In-page: change control ``c`` of explorer ``e`` and resolve with the milliseconds until what
-# the explorer shows (its figure, its notes and tables) has changed and the figure has loaded,
-# or -1 after ``timeout`` ms.
+# the explorer shows (its figure, its notes and tables) has finished changing: the last change
+# (a new figure counts once it has loaded) followed by QUIET ms without another, so that a note
+# arriving before its figure does not stop the clock early; -1 if nothing changed within
+# ``timeout`` ms.
 _CHANGE = """async ([e, c, timeout]) => {
   const ex = document.querySelectorAll('.dmole-explorer')[e];
   const controls = [...ex.querySelectorAll('select, .widget-slider, .widget-toggle-buttons')];
@@ -200,8 +202,8 @@ _CHANGE = """async ([e, c, timeout]) => {
   // a table, e.g. a metric convention)
   const view = () => (figure() ? figure().src : '') + [...ex.querySelectorAll(
     '.widget-html-content')].map(h => h.innerHTML).join('');
-  const before = view();
-  const changed = () => view() !== before && (!figure() || figure().complete);
+  let seen = view(), last = null;
+  const QUIET = 250;
   const t0 = performance.now();
   if (ctl.tagName === 'SELECT' && ctl.multiple) {
     const opts = [...ctl.options];
@@ -221,15 +223,24 @@ _CHANGE = """async ([e, c, timeout]) => {
     off.click();
   }
   return await new Promise(resolve => {
-    const done = () => { obs.disconnect(); clearTimeout(timer); };
-    const obs = new MutationObserver(() => {
-      if (changed()) { done(); resolve(performance.now() - t0); }
-      else if (figure() && !figure().complete) figure().onload = () => {
-        if (changed()) { done(); resolve(performance.now() - t0); } };
-    });
+    const mark = () => {
+      const v = view();
+      if (v === seen) return;
+      seen = v;
+      const img = figure();
+      if (img && !img.complete) img.onload = () => { last = performance.now(); };
+      else last = performance.now();
+    };
+    const obs = new MutationObserver(mark);
     obs.observe(ex, {subtree: true, childList: true, attributes: true, characterData: true,
                      attributeFilter: ['src']});
-    const timer = setTimeout(() => { obs.disconnect(); resolve(-1); }, timeout);
+    const finish = value => { obs.disconnect(); clearInterval(poll); resolve(value); };
+    const poll = setInterval(() => {
+      const now = performance.now();
+      const loaded = !figure() || figure().complete;
+      if (last !== null && loaded && now - last >= QUIET) finish(last - t0);
+      else if (now - t0 > timeout) finish(last === null ? -1 : last - t0);
+    }, 10);
   });
 }"""
 

@@ -372,19 +372,30 @@ def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
                      transform=axes[1].transAxes, fontsize=8)
     axes[1].set_ylabel("LLM / vision")
     axes[1].set_xlabel("training step")
-    if "stage" in d:
-        bounds = d.assign(g=_global_step(d)).groupby("stage")["g"].agg(["min", "max"])
-        for stage, (lo, hi) in bounds.iterrows():
-            for ax in axes:
-                ax.axvline(lo, color="grey", lw=0.3)
-            task = d.loc[d["stage"] == stage, "task"].iloc[0] if "task" in d else stage
-            axes[0].text((lo + hi) / 2, 1.01, str(task), transform=axes[0].get_xaxis_transform(),
-                         ha="center", va="bottom", fontsize=7, rotation=30)
+    _stage_marks(axes, d)
     if title:
         # inside the canvas, above the stage names: an explorer then crops a single drawing
         fig.subplots_adjust(top=0.82)
         fig.suptitle(title, y=0.99, va="top")
     return fig
+
+
+def _stage_marks(axes, d: pd.DataFrame) -> None:
+    """A line where each stage of ``d`` starts and its task's name above it (replacing any
+    marks drawn before, so that an update can redraw them)."""
+    for ax in axes:
+        for artist in [*ax.lines, *ax.texts]:
+            if artist.get_gid() == "stage":
+                artist.remove()
+    if "stage" not in d:
+        return
+    bounds = d.assign(g=_global_step(d)).groupby("stage")["g"].agg(["min", "max"])
+    for stage, (lo, hi) in bounds.iterrows():
+        for ax in axes:
+            ax.axvline(lo, color="grey", lw=0.3, gid="stage")
+        task = d.loc[d["stage"] == stage, "task"].iloc[0] if "task" in d else stage
+        axes[0].text((lo + hi) / 2, 1.01, str(task), transform=axes[0].get_xaxis_transform(),
+                     ha="center", va="bottom", fontsize=7, rotation=30, gid="stage")
 
 
 def _tower_curves(d: pd.DataFrame, smooth: int) -> pd.DataFrame:
@@ -395,9 +406,9 @@ def _tower_curves(d: pd.DataFrame, smooth: int) -> pd.DataFrame:
 
 def update_tower_dynamics(fig, dynamics: pd.DataFrame, quantity: str, smooth: int = 5,
                           title: str | None = None) -> bool:
-    """Redraw a figure of :func:`tower_dynamics` in place with another quantity or smoothing
-    of the same rows (same stages and towers): new curves, ratio and labels, no new artists.
-    False when ``fig`` cannot take it (other towers or steps): build a new figure instead."""
+    """Redraw a figure of :func:`tower_dynamics` in place with another quantity, smoothing or
+    choice of stages of the same towers: new curves, ratio, stage marks and labels. False when
+    ``fig`` cannot take it (other towers): build a new figure instead."""
     from dmole_lab.analysis.profiles import QUANTITIES
 
     d = dynamics[dynamics["quantity"] == quantity]
@@ -407,13 +418,13 @@ def update_tower_dynamics(fig, dynamics: pd.DataFrame, quantity: str, smooth: in
     top, bottom = fig.axes
     curves = {ln.get_label(): ln for ln in top.lines
               if ln.get_label() in ("vision", "llm", "projector")}
-    if set(curves) != set(wide.columns) or any(len(ln.get_xdata()) != len(wide)
-                                               for ln in curves.values()):
+    if set(curves) != set(wide.columns):
         return False
     for tower, line in curves.items():
-        line.set_ydata(wide[tower].to_numpy())
+        line.set_data(wide.index, wide[tower].to_numpy())
     if {"llm", "vision"} <= set(wide.columns):
-        bottom.lines[0].set_ydata((wide["llm"] / wide["vision"]).to_numpy())
+        bottom.lines[0].set_data(wide.index, (wide["llm"] / wide["vision"]).to_numpy())
+    _stage_marks((top, bottom), d)
     for a in (top, bottom):
         a.relim()
         a.autoscale_view()

@@ -75,7 +75,7 @@ class _Explorer:
 
     def __init__(self, controls: list[W.Widget]):
         self.output = W.Image(format="png")
-        self.figure, self._box = None, None
+        self.figure, self._box, self._texts = None, None, {}
         self.widget = W.VBox([W.HBox(controls), self.output])
         self.widget.add_class("dmole-explorer")  # how a browser test finds it
         for c in controls:
@@ -96,12 +96,20 @@ class _Explorer:
         can, else a new figure from :meth:`draw`."""
         if self.figure is not None and self._box is not None and self.update(self.figure):
             self.output.value = png(self.figure, bbox=self._box)
-            return
-        fig = self.draw()
-        self._box = crop_box(fig) if self._updates_in_place else None
-        self.output.value = png(fig, bbox=self._box)
-        plots.close(fig)
-        self.figure = fig
+        else:
+            fig = self.draw()
+            self._box = crop_box(fig) if self._updates_in_place else None
+            self.output.value = png(fig, bbox=self._box)
+            plots.close(fig)
+            self.figure = fig
+        # the texts go out right behind the picture, so the browser shows them together
+        for widget, value in self._texts.items():
+            widget.value = value
+        self._texts = {}
+
+    def show_text(self, widget: W.HTML, value: str) -> None:
+        """Set ``widget``'s text once the figure being drawn has been sent."""
+        self._texts[widget] = value
 
     @property
     def _updates_in_place(self) -> bool:
@@ -223,14 +231,11 @@ class DynamicsExplorer(_Explorer):
 
     def draw(self):
         """Per-tower curves and their ratio for the chosen stages."""
-        self._shown = self.task.value
         return plots.tower_dynamics(self._rows(), self.quantity.value, smooth=self.smooth.value,
                                     title=self._label())
 
     def update(self, fig) -> bool:
-        """Another quantity or smoothing of the same stages, in place."""
-        if self.task.value != self._shown:
-            return False
+        """Another quantity, smoothing or choice of stages, in place."""
         return plots.update_tower_dynamics(fig, self._rows(), self.quantity.value,
                                            smooth=self.smooth.value, title=self._label())
 
@@ -301,7 +306,7 @@ class AllocationExplorer(_Explorer):
     def _recompute_and_note(self) -> pd.DataFrame:
         alloc = self.recompute()
         self.runs = self.find(self.settings()) if self.find is not None else []
-        self.note.value = self._note()
+        self.show_text(self.note, self._note())
         return alloc
 
     def _label(self) -> str:
@@ -386,5 +391,5 @@ class ComparisonExplorer(_Explorer):
         chosen = list(self.variants.value)
         per_run = self.per_run[(self.bwt_divisor.value, self.forgetting.value)]
         self.table = method_table(per_run[per_run["variant"].isin(chosen)], order=chosen)
-        self.table_view.value = format_table(self.table, sep=plots.PM).to_html()
+        self.show_text(self.table_view, format_table(self.table, sep=plots.PM).to_html())
         return chosen
