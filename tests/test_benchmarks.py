@@ -238,3 +238,50 @@ def test_bench_gpu_smoke(tmp_path, monkeypatch):
     assert 0 < dmole["probe_share"] < 1 and dmole["probe_batches"] == 2  # K = 1% of 100
     assert dmole["trainable"] > 0 and lora["trainable"] > 0
     assert lora["model_tflops_per_step"] > 0 and lora["mfu"] is None  # no peak on a CPU
+
+
+def _reliability_module():
+    return runpy.run_path(str(BENCH / "bench_proxy_reliability.py"))
+
+
+def test_proxy_reliability_measures_agreement_between_seeds_and_with_the_oracle():
+    """Stability is the Spearman between probe seeds' layer rankings (1 when they agree, -1 when
+    reversed); agreement is the Spearman with the oracle's gains."""
+    bench = _reliability_module()
+    rows = []
+    for seed, batches, task in [(s, b, t) for s in (0, 1) for b in (1, 2) for t in ("a", "b")]:
+        for layer in range(4):
+            # task a: the seeds rank the layers alike; task b: seed 1 reverses them (at K+1 = 1)
+            flip = task == "b" and seed == 1 and batches == 1
+            score = float(4 - layer if flip else layer + 1)
+            rows.append({"task": task, "probe_seed": seed, "batches": batches, "tower": "llm",
+                         "layer": layer, "module": f"llm.{layer}.q", "proxy": "grad_norm",
+                         "score": score})
+    table = pd.DataFrame(rows)
+    stable = bench["stability"](table).set_index(["batches", "task"])["spearman"]
+    assert stable[(1, "a")] == pytest.approx(1.0) and stable[(1, "b")] == pytest.approx(-1.0)
+    assert stable[(2, "b")] == pytest.approx(1.0)
+    oracle = pd.DataFrame([{"task": t, "tower": "llm", "layer": k, "gain": float(k)}
+                           for t in ("a", "b") for k in range(4)])
+    agree = bench["against_oracle"](table, oracle)
+    got = agree.set_index(["batches", "probe_seed", "task"])["spearman"]
+    assert got[(1, 0, "a")] == pytest.approx(1.0) and got[(1, 1, "b")] == pytest.approx(-1.0)
+    summary = bench["reliability"](bench["stability"](table), agree).set_index("batches")
+    assert summary.loc[1, "stability"] == pytest.approx(0.0)  # mean of +1 and -1 over tasks
+    assert summary.loc[2, "oracle"] == pytest.approx(1.0)
+
+
+def test_bench_proxy_reliability_smoke(smoke_overrides, tmp_path, monkeypatch):
+    out = tmp_path / "reliability.json"
+    _run("bench_proxy_reliability.py", ["--preset", "smoke", "--tasks", "caption,ocr",
+                                        "--seeds", "2", "--batches", "1,2", "--oracle", "none",
+                                        "--results-dir", str(tmp_path / "res"),
+                                        "--json", str(out), *_overrides(smoke_overrides)],
+         monkeypatch)
+    result = json.loads(out.read_text())
+    rows = pd.DataFrame(result["rows"])
+    assert set(rows.batches) == {1, 2} and set(rows.tower) == {"vision", "llm"}
+    assert rows.stability.between(-1, 1).all()
+    table = pd.read_parquet(tmp_path / "res" / "proxy-reliability-smoke" / "tables"
+                            / "reliability.parquet")
+    assert len(table) == len(rows)

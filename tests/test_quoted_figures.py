@@ -391,6 +391,22 @@ def _continual_split(s: Shipped) -> tuple:
     return (later["k_vision"].min(), later["k_vision"].max(), budget, ", ".join(majority))
 
 
+def _reliability(s: Shipped) -> pd.DataFrame:
+    """grad_norm's stability and oracle agreement per batch count (rows) and tower."""
+    r = s.run("proxy-reliability-tiny").summary("reliability")
+    return r[r.proxy == "grad_norm"].set_index(["tower", "batches"])
+
+
+def _reliability_quote(s: Shipped) -> tuple:
+    r = _reliability(s)
+    for tower in ("vision", "llm"):  # "stays where it was at every batch count"
+        assert np.ptp(r.loc[tower, "oracle"]) < 0.06, r.loc[tower, "oracle"]
+    return (r.loc[("llm", 1), "stability"], r.loc[("llm", 2), "stability"],
+            r.loc[("llm", 32), "stability"], r.loc[("vision", 1), "stability"],
+            r.loc[("vision", 32), "stability"], r.loc["vision", "oracle"].mean(),
+            r.loc["llm", "oracle"].min(), r.loc["llm", "oracle"].max())
+
+
 # ------------------------------------------------------------------- the quoted sentences
 @dataclass(frozen=True)
 class Quote:
@@ -640,6 +656,11 @@ QUOTES = [
           rf"with a spread over tasks \(std ({NUM})-({NUM})\) larger than the mean",
           lambda s: (lambda p: (p["std"].min(), p["std"].max()))(
               s.run("oracle-tiny").summary("proxy_vs_oracle_pooled")), 0.1),
+    Quote("nb01-probe-batches", "nb01",
+          rf"agreement between probes rises from ({NUM}) with one batch and ({NUM}) with "
+          rf"D-MoLE's two to ({NUM}) with 32 \(vision: ({NUM}) to ({NUM})\).{{0,200}}?about "
+          rf"({NUM}) in the vision tower and about 0 in the LLM \(between ({NUM}) and ({NUM}) "
+          rf"for `grad_norm`\)", _reliability_quote),
     Quote("nb01-gradient-ratio", "nb01",
           rf"the median LLM / vision ratio per task runs from about ({NUM}) \((\w+)\) to about "
           rf"({NUM}) \((\w+)\). The relative updates are closer: at the end of each stage the "

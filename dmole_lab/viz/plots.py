@@ -514,6 +514,49 @@ def _wrap_name(name: str, width: int = 10) -> str:
     return "\n".join([*lines, line])
 
 
+def proxy_reliability(table: pd.DataFrame, proxy: str = "grad_norm",
+                      ceiling: dict[str, float] | None = None, ax=None,
+                      title: str | None = None):
+    """How a proxy's layer ranking depends on the number of probe batches K+1, per tower: its
+    stability across probe seeds (left) and its Spearman with the oracle's layer gains (right),
+    mean over tasks with a +- std band. ``table``: batch count, tower, proxy, stability,
+    stability_std, oracle, oracle_std (benchmarks/bench_proxy_reliability.py); ``ceiling``:
+    per tower, the oracle's agreement with itself across its seeds, drawn as a dotted line (no
+    proxy can be expected to agree with the oracle more than that). ``ax``: a pair of axes."""
+    from dmole_lab.config import TOWERS
+
+    fig, axes = _pair(ax, (NOTEBOOK_WIDTH, 3.6))
+    d = table[table["proxy"] == proxy]
+    if d.empty:
+        raise ValueError(f"no rows for proxy {proxy!r}; have {sorted(set(table['proxy']))}")
+    colours = {"vision": "tab:blue", "llm": "tab:orange"}
+    for a, column, label in ((axes[0], "stability", "Spearman between probe seeds"),
+                             (axes[1], "oracle", "Spearman with the oracle")):
+        for tower in TOWERS:
+            t = d[d["tower"] == tower].sort_values("batches")
+            if column not in t or t[column].isna().all():
+                continue
+            a.plot(t["batches"], t[column], marker="o", color=colours[tower], label=tower)
+            a.fill_between(t["batches"], t[column] - t[f"{column}_std"],
+                           t[column] + t[f"{column}_std"], color=colours[tower], alpha=0.12,
+                           lw=0)
+            if column == "oracle" and ceiling and tower in ceiling:
+                a.axhline(ceiling[tower], color=colours[tower], ls=":", lw=1,
+                          label=f"{tower}: oracle vs itself")
+        a.set_xscale("log", base=2)
+        ticks = sorted(set(d["batches"]))
+        a.set_xticks(ticks, [str(b) for b in ticks])
+        a.set_xlabel("probe batches K+1")
+        a.set_ylabel(label)
+        a.set_ylim(-1, 1)
+        a.axhline(0, color="black", lw=0.5)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                   frameon=False)
+    fig.suptitle(title or f"{proxy}: mean ± std over tasks")
+    fig.tight_layout()
+    return fig
+
+
 def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
                         n_layers: dict[str, int], ax=None, title: str | None = None):
     """Figure 3 (docs/method.md section 5): tasks x layers per tower, the number of modules of each
