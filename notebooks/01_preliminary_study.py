@@ -259,7 +259,7 @@ ceiling.pivot(index="task", columns="tower", values="spearman")
 # the dotted lines are the oracle's agreement with itself across its two seeds)?
 #
 # ```bash
-# python benchmarks/bench_proxy_reliability.py --seeds 5   # about 4 minutes on 2 CPU cores
+# python benchmarks/bench_proxy_reliability.py --seeds 5   # about 80 s on 2 CPU cores
 # ```
 
 # %%
