@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                 cfgs = [replace(base, method=m, runs_dir=str(runs_dir)) for m in methods]
                 times["parallel" if parallel else "serial"] = _timed(cfgs, parallel)
                 shutil.rmtree(runs_dir)
-            rounds.append({**{k: round(v, 1) for k, v in times.items()},
+            rounds.append({**{k: round(v, 3) for k, v in times.items()},
                            "ratio": round(times["parallel"] / times["serial"], 3)})
             print(f"round {r}: one after the other {times['serial']:.1f} s, side by side "
                   f"{times['parallel']:.1f} s, ratio {rounds[-1]['ratio']:.3f}", flush=True)
