@@ -81,6 +81,10 @@ class _Explorer:
         for c in controls:
             c.observe(lambda _change: self.redraw(), names="value")
 
+    def prepare(self) -> None:
+        """Compute what the figure and its notes show for the current control values, once per
+        change, before :meth:`update` or :meth:`draw` (which only draw it)."""
+
     def draw(self):  # pragma: no cover - every explorer overrides it
         """Build and return the figure for the current control values."""
         raise NotImplementedError
@@ -94,6 +98,7 @@ class _Explorer:
     def redraw(self) -> None:
         """Redraw the figure for the current control values: in place when :meth:`update`
         can, else a new figure from :meth:`draw`."""
+        self.prepare()
         if self.figure is not None and self._box is not None and self.update(self.figure):
             self.output.value = png(self.figure, bbox=self._box)
         else:
@@ -183,8 +188,9 @@ class SensitivityExplorer(_Explorer):
         return layer_profiles(self.table, self.proxy.value, self.batches.value)
 
     def update(self, fig) -> bool:
-        """Another proxy, batch count or normalisation in the same heatmaps."""
-        if self.task.value != ALL_TASKS or self._shown != ALL_TASKS:
+        """Another proxy, batch count or normalisation in the same heatmaps (a task's bars:
+        a new figure)."""
+        if self.task.value != ALL_TASKS:
             return False
         return plots.update_sensitivity_heatmaps(
             fig, self.profiles(), self.tasks, self.normalisation.value,
@@ -194,7 +200,6 @@ class SensitivityExplorer(_Explorer):
         """Heatmaps of every task, or one task's per-layer bars."""
         prof = self.profiles()
         label = f"{self.proxy.value}, {self.batches.value} batches"
-        self._shown = self.task.value
         if self.task.value == ALL_TASKS:
             return plots.sensitivity_heatmaps(prof, self.tasks, self.normalisation.value,
                                               title=label)
@@ -292,22 +297,21 @@ class AllocationExplorer(_Explorer):
         self.seconds = time.perf_counter() - start
         return self.allocation
 
+    def prepare(self) -> None:
+        """Recompute the allocation; the note says what it costs and scores."""
+        self.recompute()
+        self.runs = self.find(self.settings()) if self.find is not None else []
+        self.show_text(self.note, self._note())
+
     def draw(self):
-        """Heatmaps of the recomputed allocation; the note says what it costs and scores."""
-        alloc = self._recompute_and_note()
-        return plots.allocation_heatmaps(alloc, self.tasks, self.n_layers, title=self._label())
+        """Heatmaps of the recomputed allocation."""
+        return plots.allocation_heatmaps(self.allocation, self.tasks, self.n_layers,
+                                         title=self._label())
 
     def update(self, fig) -> bool:
         """The recomputed allocation in the same heatmaps (same tasks and layers)."""
-        alloc = self._recompute_and_note()
-        return plots.update_allocation_heatmaps(fig, alloc, self.tasks, self.n_layers,
-                                                title=self._label())
-
-    def _recompute_and_note(self) -> pd.DataFrame:
-        alloc = self.recompute()
-        self.runs = self.find(self.settings()) if self.find is not None else []
-        self.show_text(self.note, self._note())
-        return alloc
+        return plots.update_allocation_heatmaps(fig, self.allocation, self.tasks,
+                                                self.n_layers, title=self._label())
 
     def _label(self) -> str:
         return (f"budget {self.fraction.value:.2f}, vision floor {self.vision_floor.value:.2f},"
@@ -374,22 +378,21 @@ class ComparisonExplorer(_Explorer):
                                 self.output, self.table_view)
         self.redraw()
 
-    def draw(self):
-        """The chosen task's curves; the table under the figure follows the conventions."""
-        chosen = self._tabulate()
-        return plots.task_curves_by_method(self.scores, self.task.value, self.tasks, chosen)
-
-    def update(self, fig) -> bool:
-        """Another task or convention for the same methods, in place."""
-        chosen = self._tabulate()
-        return plots.update_task_curves(fig, self.scores, self.task.value, self.tasks, chosen)
-
-    def _tabulate(self) -> list[str]:
-        """The table under the figure for the chosen methods and conventions; the methods."""
+    def prepare(self) -> None:
+        """The table under the figure, for the chosen methods and conventions."""
         from dmole_lab.analysis.compare import format_table, method_table
 
         chosen = list(self.variants.value)
         per_run = self.per_run[(self.bwt_divisor.value, self.forgetting.value)]
         self.table = method_table(per_run[per_run["variant"].isin(chosen)], order=chosen)
         self.show_text(self.table_view, format_table(self.table, sep=plots.PM).to_html())
-        return chosen
+
+    def draw(self):
+        """The chosen task's curves for the chosen methods."""
+        return plots.task_curves_by_method(self.scores, self.task.value, self.tasks,
+                                           list(self.variants.value))
+
+    def update(self, fig) -> bool:
+        """Another task or convention for the same methods, in place."""
+        return plots.update_task_curves(fig, self.scores, self.task.value, self.tasks,
+                                        list(self.variants.value))
