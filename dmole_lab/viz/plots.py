@@ -1,8 +1,10 @@
 """Figures. Every function takes ``ax=None`` (a new figure if omitted) and returns the figure.
 
-Torch-free: plots read tidy tables from the run store. Curves over seeds are drawn with seaborn
-(mean line, +- standard-error band; one fixed colour per method); heatmaps stay matplotlib
-images (``ax.images[0].get_array()`` is the drawn matrix) annotated the way ``sns.heatmap`` does.
+Torch-free: plots read tidy tables from the run store. Curves over seeds are a mean line with a
++- standard-error band, one fixed colour per method; heatmaps are matplotlib images
+(``ax.images[0].get_array()`` is the drawn matrix) annotated the way ``sns.heatmap`` does. The
+``update_*`` functions put new data into a figure built by their namesake, in place (what the
+notebook explorers redraw).
 """
 
 from __future__ import annotations
@@ -31,9 +33,16 @@ METHOD_COLORS = {
     "branchlora": "#bcbd22", "multitask": "#000000",
 }
 #: Display names the notebooks use, read as the method they name.
-METHOD_ALIASES = {"d-mole": "dmole", "sequential lora": "seq-lora", "seq-lora": "seq-lora",
-                  "multi-task": "multitask"}
+METHOD_ALIASES = {"d-mole": "dmole", "sequential lora": "seq-lora", "multi-task": "multitask"}
+#: One colour per tower in every figure.
+TOWER_COLORS = {"vision": "tab:blue", "llm": "tab:orange", "projector": "tab:green"}
 _MARKERS = "osD^vP*Xph<>"
+
+
+def _method_key(name: str) -> str:
+    """The method a (display) name means: lower case, aliases resolved."""
+    key = name.strip().lower()
+    return METHOD_ALIASES.get(key, key)
 
 
 def method_color(name: str) -> str:
@@ -43,7 +52,7 @@ def method_color(name: str) -> str:
     lightness where it reads on white)."""
     import zlib
 
-    key = METHOD_ALIASES.get(name.strip().lower(), name.strip().lower())
+    key = _method_key(name)
     if key in METHOD_COLORS:
         return METHOD_COLORS[key]
     hue = (zlib.crc32(key.encode()) % 3600) / 3600
@@ -56,14 +65,14 @@ def method_marker(name: str) -> str:
     """A fixed marker shape per method, so lines stay apart where colours are close."""
     import zlib
 
-    key = METHOD_ALIASES.get(name.strip().lower(), name.strip().lower())
+    key = _method_key(name)
     known = list(METHOD_COLORS)
     index = known.index(key) if key in known else zlib.crc32(key.encode())
     return _MARKERS[index % len(_MARKERS)]
 
 
 def _is_dmole(name: str) -> bool:
-    return METHOD_ALIASES.get(name.strip().lower(), name.strip().lower()) == "dmole"
+    return _method_key(name) == "dmole"
 
 
 def _ax(ax, figsize=(6, 4)):
@@ -323,7 +332,7 @@ def layer_profile_bars(profiles: pd.DataFrame, task: str, normalisation: str = "
     fig, axes = _pair(ax, (10, 2.8))
     for a, tower in zip(axes, TOWERS):
         d = norm[(norm["task"] == task) & (norm["tower"] == tower)].sort_values("layer")
-        a.bar(d["layer"], d["score"], color="tab:blue" if tower == "vision" else "tab:orange")
+        a.bar(d["layer"], d["score"], color=TOWER_COLORS[tower])
         a.set_xticks(d["layer"])
         a.set_xlabel(f"{tower} layer (0 = input side)")
         a.set_ylabel(f"sensitivity ({normalisation})")
@@ -354,14 +363,14 @@ def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
                                gridspec_kw={"height_ratios": [2, 1]})
     fig = axes[0].figure
     wide = _tower_curves(d, smooth)
-    for tower in [t for t in ("vision", "llm", "projector") if t in wide]:
-        axes[0].plot(wide.index, wide[tower], label=tower, lw=1)
+    for tower in [t for t in TOWER_COLORS if t in wide]:
+        axes[0].plot(wide.index, wide[tower], label=tower, lw=1, color=TOWER_COLORS[tower])
     axes[0].set_yscale("log")
     axes[0].set_ylabel(QUANTITIES[quantity][0])
     axes[0].legend(fontsize=8)
     if {"llm", "vision"} <= set(wide.columns):
         ratio = wide["llm"] / wide["vision"]
-        axes[1].plot(ratio.index, ratio, color="black", lw=1)
+        axes[1].plot(ratio.index, ratio, color="black", lw=1, label="ratio")
         axes[1].axhline(1, color="grey", lw=0.5, ls="--")  # balanced towers
         axes[1].set_yscale("log")
         # plain numbers (2, 5, 10), not 2 x 10^0
@@ -376,8 +385,12 @@ def tower_dynamics(dynamics: pd.DataFrame, quantity: str = "grad_norm", ax=None,
     if title:
         # inside the canvas, above the stage names: an explorer then crops a single drawing
         fig.subplots_adjust(top=0.82)
-        fig.suptitle(title, y=0.99, va="top")
+        _dynamics_title(fig, title)
     return fig
+
+
+def _dynamics_title(fig, title: str) -> None:
+    fig.suptitle(title, y=0.99, va="top")
 
 
 def _stage_marks(axes, d: pd.DataFrame) -> None:
@@ -416,21 +429,21 @@ def update_tower_dynamics(fig, dynamics: pd.DataFrame, quantity: str, smooth: in
         return False
     wide = _tower_curves(d, smooth)
     top, bottom = fig.axes
-    curves = {ln.get_label(): ln for ln in top.lines
-              if ln.get_label() in ("vision", "llm", "projector")}
+    curves = {ln.get_label(): ln for ln in top.lines if ln.get_label() in TOWER_COLORS}
     if set(curves) != set(wide.columns):
         return False
     for tower, line in curves.items():
         line.set_data(wide.index, wide[tower].to_numpy())
-    if {"llm", "vision"} <= set(wide.columns):
-        bottom.lines[0].set_data(wide.index, (wide["llm"] / wide["vision"]).to_numpy())
+    for line in bottom.lines:
+        if line.get_label() == "ratio":
+            line.set_data(wide.index, (wide["llm"] / wide["vision"]).to_numpy())
     _stage_marks((top, bottom), d)
     for a in (top, bottom):
         a.relim()
         a.autoscale_view()
     top.set_ylabel(QUANTITIES[quantity][0])
     if title:
-        fig.suptitle(title, y=fig._suptitle.get_position()[1] if fig._suptitle else 0.98)
+        _dynamics_title(fig, title)
     return True
 
 
@@ -529,7 +542,7 @@ def proxy_reliability(table: pd.DataFrame, proxy: str = "grad_norm",
     d = table[table["proxy"] == proxy]
     if d.empty:
         raise ValueError(f"no rows for proxy {proxy!r}; have {sorted(set(table['proxy']))}")
-    colours = {"vision": "tab:blue", "llm": "tab:orange"}
+    colours = TOWER_COLORS
     for a, column, label in ((axes[0], "stability", "Spearman between probe seeds"),
                              (axes[1], "oracle", "Spearman with the oracle")):
         for tower in TOWERS:
