@@ -67,11 +67,8 @@ def summarise(times: dict) -> list[dict]:
 
 def main(argv=None) -> int:
     """Run the notebooks in Chromium and time every explorer's updates."""
-    import subprocess
-    import tempfile
-
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_demo import worktree
+    from bench_demo import code_variants, round_order
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,27 +89,18 @@ def main(argv=None) -> int:
     if not names:
         raise SystemExit(f"no notebook matches {args.notebooks!r}; have {NOTEBOOKS}")
     smoke = {"DMOLE_SMOKE": "1" if args.smoke else "0"}
-    variants = {"current": PROJECT_ROOT}
     times: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp, browser.chromium() as page:
-        if args.against:
-            variants = {args.against: worktree(args.against, Path(tmp) / "before"), **variants}
-        try:
-            for r in range(args.rounds):
-                order = list(variants) if r % 2 == 0 else list(reversed(variants))
-                for variant in order:
-                    code = variants[variant]
-                    print(f"round {r + 1}: {variant}", flush=True)
-                    # the kernels import the library of the variant's checkout
-                    with browser.lab_server({**smoke, "PYTHONPATH": str(code)},
-                                            notebooks=code / "notebooks") as server:
-                        got = measure(server, page, names, args.repeats, args.pause_ms)
-                    for key, values in got.items():
-                        times.setdefault(variant, {}).setdefault(key, []).extend(values)
-        finally:
-            if args.against:
-                subprocess.run(["git", "-C", str(PROJECT_ROOT), "worktree", "remove", "--force",
-                                str(variants[args.against])], check=False)
+    with code_variants(args.against) as variants, browser.chromium() as page:
+        for r in range(args.rounds):
+            for variant in round_order(variants, r):
+                code = variants[variant]
+                print(f"round {r + 1}: {variant}", flush=True)
+                # the kernels import the library of the variant's checkout
+                with browser.lab_server({**smoke, "PYTHONPATH": str(code)},
+                                        notebooks=code / "notebooks") as server:
+                    got = measure(server, page, names, args.repeats, args.pause_ms)
+                for key, values in got.items():
+                    times.setdefault(variant, {}).setdefault(key, []).extend(values)
     out = {"machine": platform.machine(), "cpus": os.cpu_count(), "smoke": args.smoke,
            "repeats": args.repeats, "rounds": args.rounds, "pause_ms": args.pause_ms,
            "chromium": browser.chromium_path(), "explorers": summarise(times["current"])}

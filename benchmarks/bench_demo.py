@@ -18,6 +18,7 @@ times measured side by side compare). Writes benchmarks/results/bench_demo.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -81,11 +82,29 @@ def run_once(code: Path, preset: str, methods: str, jobs: int, overrides: list[s
     return {"wall_seconds": round(wall, 1), "runs": runs}
 
 
-def worktree(rev: str, where: Path) -> Path:
-    """A checkout of ``rev`` in ``where`` (git worktree), its tiny checkpoint included."""
-    subprocess.run(["git", "-C", str(PROJECT_ROOT), "worktree", "add", "--detach", "--quiet",
-                    str(where), rev], check=True)
-    return where
+@contextlib.contextmanager
+def code_variants(against: str | None):
+    """The code to time, by name: this checkout as "current" and, with ``against``, a checkout
+    of that git revision first (a temporary git worktree, its tiny checkpoint included,
+    removed on exit)."""
+    if not against:
+        yield {"current": PROJECT_ROOT}
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(tmp) / "before"
+        subprocess.run(["git", "-C", str(PROJECT_ROOT), "worktree", "add", "--detach",
+                        "--quiet", str(where), against], check=True)
+        try:
+            yield {against: where, "current": PROJECT_ROOT}
+        finally:
+            subprocess.run(["git", "-C", str(PROJECT_ROOT), "worktree", "remove", "--force",
+                            str(where)], check=False)
+
+
+def round_order(variants: dict, r: int) -> list[str]:
+    """The variants in the order round ``r`` runs them: reversed every other round, so that
+    neither always runs first on a machine that warms up or slows down."""
+    return list(variants) if r % 2 == 0 else list(reversed(variants))
 
 
 def main(argv=None) -> int:
@@ -105,23 +124,14 @@ def main(argv=None) -> int:
     if args.rounds < 1:
         raise SystemExit(f"--rounds must be >= 1, got {args.rounds}")
     build_config(args.preset, parse_cli_overrides(rest))  # bad overrides fail here, not later
-    variants = {"current": PROJECT_ROOT}
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.against:
-            variants = {args.against: worktree(args.against, Path(tmp) / "before"), **variants}
+    with code_variants(args.against) as variants:
         results: dict[str, list[dict]] = {name: [] for name in variants}
-        try:
-            for r in range(args.rounds):
-                order = list(variants) if r % 2 == 0 else list(reversed(variants))
-                for name in order:
-                    res = run_once(variants[name], args.preset, args.methods, args.jobs, rest,
-                                   args.learned_margin)
-                    results[name].append(res)
-                    print(f"round {r + 1} {name}: {res['wall_seconds']} s", flush=True)
-        finally:
-            if args.against:
-                subprocess.run(["git", "-C", str(PROJECT_ROOT), "worktree", "remove", "--force",
-                                str(variants[args.against])], check=False)
+        for r in range(args.rounds):
+            for name in round_order(variants, r):
+                res = run_once(variants[name], args.preset, args.methods, args.jobs, rest,
+                               args.learned_margin)
+                results[name].append(res)
+                print(f"round {r + 1} {name}: {res['wall_seconds']} s", flush=True)
     out = {"preset": args.preset, "methods": args.methods, "jobs": args.jobs, "overrides": rest,
            "machine": platform.machine(), "cpus": os.cpu_count(), "rounds": args.rounds,
            "learned_margin": args.learned_margin,
