@@ -28,6 +28,7 @@ from dmole_lab.analysis.profiles import (
     TOWERS,
     layer_profiles,
     mean_offdiagonal,
+    oracle_profiles,
     proxy_vs_oracle,
     task_correlations,
     vision_share,
@@ -98,8 +99,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     oracle = oracle_table(cfg, tasks, args.steps, args.seeds)
     oracle_seconds = time.perf_counter() - t0
-    mean_oracle = oracle.groupby(["task", "tower", "layer"], sort=False)["gain"].mean()
-    mean_oracle = mean_oracle.reset_index()
+    mean_oracle = oracle_profiles(oracle, "gain")
     per_task, pooled = proxy_vs_oracle(table[table.task.isin(tasks)], mean_oracle, k1)
     ceiling = oracle_ceiling(oracle)
 

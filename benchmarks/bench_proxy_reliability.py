@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import spearmanr
 
-from dmole_lab.analysis.profiles import layer_profiles, proxy_vs_oracle
+from dmole_lab.analysis.profiles import layer_profiles, oracle_profiles, proxy_vs_oracle
 from dmole_lab.config import build_config, parse_cli_overrides, to_dict
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
@@ -127,8 +127,7 @@ def main(argv=None) -> int:
         if not path.is_file():
             raise SystemExit(f"no oracle table at {path}: run bench_proxy_oracle.py, or pass "
                              "--oracle none")
-        gains = pd.read_parquet(path)
-        oracle = gains.groupby(["task", "tower", "layer"], sort=False)["gain"].mean().reset_index()
+        oracle = oracle_profiles(pd.read_parquet(path), "gain")
     t0 = time.perf_counter()
     table = probe_seeds(cfg, tasks, args.seeds, counts)
     seconds = time.perf_counter() - t0

@@ -276,13 +276,10 @@ def solve_01_5(d: _Data) -> float:
     and the oracle's vision share."""
     from scipy.stats import spearmanr
 
-    from dmole_lab.analysis.profiles import tower_ratio, vision_share
+    from dmole_lab.analysis.profiles import oracle_profiles, tower_ratio, vision_share
 
     ratio = tower_ratio(d.run("seq-lora-tiny").summary("dynamics"), "grad_norm")
-    oracle = d.run("oracle-tiny").summary("oracle")
-    prof = (oracle.groupby(["task", "tower", "layer"])["gain"].mean().reset_index()
-            .rename(columns={"gain": "score"}))
-    share = vision_share(prof)
+    share = vision_share(oracle_profiles(d.run("oracle-tiny").summary("oracle")))
     ratio = ratio.set_index("task")["median"]
     common = [t for t in ratio.index if t in share.index]
     return float(spearmanr(ratio[common], share[common]).statistic)

@@ -56,6 +56,7 @@ from dmole_lab.analysis.profiles import (
     depth_centre,
     layer_profiles,
     mean_offdiagonal,
+    oracle_profiles,
     task_correlations,
     tower_ratio,
     tower_split,
@@ -285,9 +286,7 @@ plots.proxy_reliability(reliability, "grad_norm",
 # share of the proxy (rho_V) against the vision share of the oracle gains:
 
 # %%
-oracle = oracle_run.summary("oracle")
-oracle_prof = (oracle.groupby(["task", "tower", "layer"])["gain"].mean().reset_index()
-               .rename(columns={"gain": "score"}))
+oracle_prof = oracle_profiles(oracle_run.summary("oracle"))
 shares = pd.DataFrame({
     "proxy rho_V": vision_share(layer_profiles(tiny_table, "grad_norm", tiny_k1)),
     "oracle vision share": vision_share(oracle_prof),

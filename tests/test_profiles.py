@@ -133,3 +133,15 @@ def test_tower_ratio_per_task():
     assert r.loc["t3", "median"] == 3 and r.loc["t1", "max"] == 1 and r.loc["t3", "last"] == 3
     with pytest.raises(ValueError, match="quantity 'rel_update' is not in the table"):
         tower_ratio(pd.DataFrame(rows), "rel_update")
+
+
+def test_oracle_profiles_average_the_oracle_seeds_per_layer():
+    from dmole_lab.analysis.profiles import oracle_profiles
+
+    oracle = pd.DataFrame({"task": ["b", "b", "a", "a"], "seed": [0, 1, 0, 1],
+                           "tower": "llm", "layer": 0, "gain": [1.0, 3.0, 0.5, 0.25]})
+    prof = oracle_profiles(oracle)
+    assert prof.to_dict("records") == [
+        {"task": "b", "tower": "llm", "layer": 0, "score": 2.0},  # the table's task order
+        {"task": "a", "tower": "llm", "layer": 0, "score": 0.375}]
+    assert list(oracle_profiles(oracle, "gain").columns) == ["task", "tower", "layer", "gain"]

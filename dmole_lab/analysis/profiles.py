@@ -46,6 +46,15 @@ def layer_profiles(table: pd.DataFrame, proxy: str = "grad_norm",
             .reset_index())
 
 
+def oracle_profiles(oracle: pd.DataFrame, column: str = "score") -> pd.DataFrame:
+    """The oracle's per-layer profile of every task: its gains (``oracle``: task, seed, tower,
+    layer, gain, as benchmarks/bench_proxy_oracle.py stores them) averaged over its seeds.
+    Returns task, tower, layer and the mean gain as ``column`` ("score": shaped like
+    :func:`layer_profiles`; "gain": as :func:`proxy_vs_oracle` reads it)."""
+    return (oracle.groupby(["task", "tower", "layer"], sort=False)["gain"].mean()
+            .rename(column).reset_index())
+
+
 def normalise(profiles: pd.DataFrame, how: str = "minmax") -> pd.DataFrame:
     """Profiles with ``score`` normalised per task and tower (see :data:`NORMALISATIONS`)."""
     if how not in NORMALISATIONS:

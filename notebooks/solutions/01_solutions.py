@@ -29,6 +29,7 @@ from dmole_lab.analysis.profiles import (
     TOWERS,
     layer_profiles,
     mean_offdiagonal,
+    oracle_profiles,
     task_correlations,
     tower_ratio,
     vision_share,
@@ -188,9 +189,7 @@ else:
 
 # %%
 ratio = tower_ratio(results.open_run("seq-lora-tiny").summary("dynamics"), "grad_norm")
-oracle = results.open_run("oracle-tiny").summary("oracle")
-oracle_prof = (oracle.groupby(["task", "tower", "layer"])["gain"].mean().reset_index()
-               .rename(columns={"gain": "score"}))
+oracle_prof = oracle_profiles(results.open_run("oracle-tiny").summary("oracle"))
 both = pd.DataFrame({"median ratio": ratio.set_index("task")["median"],
                      "oracle vision share": vision_share(oracle_prof)}).reindex(tasks)
 print(both.sort_values("median ratio").round(3))
