@@ -35,6 +35,9 @@ def inspect(fig) -> dict:
     """What a reader meets in ``fig``: its shrink factor at the notebook's width, its smallest
     text and cell number (after shrinking), tick labels that collide, legends over data, and
     the colour of every artist labelled with a method's name."""
+    import hashlib
+
+    import matplotlib.colors as mcolors
     import numpy as np
     from matplotlib.patches import Rectangle
     from matplotlib.text import Text
@@ -83,13 +86,13 @@ def inspect(fig) -> dict:
             if name in plots.METHOD_COLORS or name.lower() in plots.METHOD_ALIASES:
                 colour = (artist.get_color() if hasattr(artist, "get_color")
                           else artist.patches[0].get_facecolor())
-                colours[name] = list(map(float, __import__("matplotlib").colors.to_rgb(colour)))
+                colours[name] = list(map(float, mcolors.to_rgb(colour)))
     buf = np.asarray(r.buffer_rgba())
     return {"title": fig._suptitle.get_text() if fig._suptitle else fig.axes[0].get_title(),
             "scale": scale, "min_text": scale * min(t.get_fontsize() for t in texts),
             "min_cell": scale * min((t.get_fontsize() for t in cells), default=99.0),
             "problems": problems, "colours": colours, "inside": bool(inside),
-            "digest": __import__("hashlib").sha1(buf.tobytes()).hexdigest()}
+            "digest": hashlib.sha1(buf.tobytes()).hexdigest()}
 
 
 def run_notebook(path: Path) -> list[dict]:
