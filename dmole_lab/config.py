@@ -226,6 +226,12 @@ class ProbeConfig:
 
 #: How the router picks experts at test time (docs/method.md section 2, "Inference").
 ROUTING_MODES = ("batch", "sample")
+#: How training batches count an earlier task's support (dmole_lab.dmole.router.Router).
+TRAIN_ROUTING = {
+    "voters": "released code: votes / votes cast (samples no earlier autoencoder accepts abstain)",
+    "batch": "votes / batch size (abstaining samples count against joining)",
+    "own": "only the current task's experts train and run (no earlier task joins)",
+}
 
 #: How a router autoencoder's output bias starts (dmole_lab.dmole.router.train_autoencoder).
 OUTPUT_BIAS = ("mean", "default")
@@ -260,6 +266,8 @@ class DMoleConfig:
         "autoencoder decoder bias start: mean (logit of the feature mean) or default"))
     routing: str = field(default="batch", metadata=_help(
         "inference routing: batch (released code) or sample"))
+    train_routing: str = field(default="voters", metadata={**LATER, **_help(
+        "training-time support: voters (released code), batch, or own (no earlier task joins)")})
     rounding: str = field(default="half_up", metadata={**LATER, **_help(
         "counts B and B rho_V: half_up (released code, int(x + 0.5)) or half_even (round)")})
 
@@ -669,6 +677,7 @@ RULES: dict[str, Rule] = {
     "dmole.router_lr": _POSITIVE,
     "dmole.router_output_bias": _choice(OUTPUT_BIAS),
     "dmole.routing": _choice(ROUTING_MODES),
+    "dmole.train_routing": _choice(TRAIN_ROUTING),
     "dmole.rounding": _choice(ROUNDING),
     "lwf.weight": _WEIGHT,
     "lwf.temperature": _POSITIVE,

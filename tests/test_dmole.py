@@ -148,6 +148,24 @@ def test_router_votes_support_and_modes():
         Router(mode="token")
 
 
+def test_training_support_counts_voters_the_batch_or_nobody():
+    """One voter among three samples carries the batch when support is over votes cast
+    (released code), not when it is over the batch; ``own`` never adds an earlier task."""
+    routers = {k: Router(support=0.3, training=k) for k in ("voters", "batch", "own")}
+    for r in routers.values():
+        r.add("a", _ae([0.1, 0.1], 0.05))
+        r.add("c", _ae([0.5, 0.5], 0.0))
+    far, near_a = [0.1, 0.9], [0.1, 0.12]
+    one_in_four = torch.tensor([far, far, far, near_a])
+    two_in_four = torch.tensor([far, far, near_a, near_a])
+    assert routers["voters"].route_training(one_in_four, "c") == ["c", "a"]  # 1/1 of votes
+    assert routers["batch"].route_training(one_in_four, "c") == ["c"]  # 1/4 < 0.3
+    assert routers["batch"].route_training(two_in_four, "c") == ["c", "a"]  # 2/4
+    assert routers["own"].route_training(two_in_four, "c") == ["c"]
+    with pytest.raises(ValueError, match="unknown training routing 'all'; allowed: voters"):
+        Router(training="all")
+
+
 def test_autoencoder_threshold_is_the_training_quantile():
     torch.manual_seed(0)
     z = torch.rand(200, 8)

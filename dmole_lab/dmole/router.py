@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dmole_lab.config import OUTPUT_BIAS, ROUTING_MODES
+from dmole_lab.config import OUTPUT_BIAS, ROUTING_MODES, TRAIN_ROUTING
 from dmole_lab.data.encode import Encoded, placement, prompt_batch, to_device
 from dmole_lab.models.anatomy import Anatomy
 from dmole_lab.probes.hooks import hooked
@@ -211,10 +211,13 @@ def train_autoencoder(z: torch.Tensor, hidden: int = 128, lr: float = 1e-3,
 class Router:
     """Per-task autoencoders and the voting rules of docs/method.md section 2."""
 
-    def __init__(self, support: float = 0.3, mode: str = "batch"):
+    def __init__(self, support: float = 0.3, mode: str = "batch", training: str = "voters"):
         if mode not in ROUTING_MODES:
             raise ValueError(f"unknown routing mode {mode!r}; allowed: {', '.join(ROUTING_MODES)}")
-        self.support, self.mode = support, mode
+        if training not in TRAIN_ROUTING:
+            raise ValueError(f"unknown training routing {training!r}; allowed: "
+                             f"{', '.join(TRAIN_ROUTING)}")
+        self.support, self.mode, self.training = support, mode, training
         self.autoencoders: dict[str, TaskAutoencoder] = {}
 
     @property
@@ -239,19 +242,30 @@ class Router:
         ok = torch.isfinite(err.gather(1, best[:, None]))[:, 0]
         return [tasks[int(b)] if o else None for b, o in zip(best, ok)]
 
-    def _ranked(self, votes: list[str | None]) -> list[tuple[str, float]]:
+    def _ranked(self, votes: list[str | None], of_all: bool = False) -> list[tuple[str, float]]:
+        """Voted tasks, most votes first, each with its support: votes over votes cast, or over
+        every sample (abstentions included) with ``of_all``."""
         cast = [v for v in votes if v is not None]
         if not cast:
             return []
         names, counts = np.unique(cast, return_counts=True)
         order = sorted(zip(names, counts), key=lambda x: (-x[1], self.tasks.index(x[0])))
-        return [(str(n), c / len(cast)) for n, c in order]
+        total = len(votes) if of_all else len(cast)
+        return [(str(n), c / total) for n, c in order]
 
     def route_training(self, z: torch.Tensor, current: str) -> list[str]:
         """Active tasks while training ``current``: itself, plus the most-voted earlier task if
-        its support among the voting samples is >= the support threshold."""
+        its support is >= the support threshold (docs/method.md section 2, Training).
+
+        ``training`` says what support is: ``voters`` (released code) divides by the votes
+        cast among earlier tasks, so two voters out of sixteen samples can carry a batch;
+        ``batch`` divides by the batch size, closer to the support an earlier task gets at test
+        time, when ``current``'s own autoencoder takes most votes; ``own`` never adds one, as at
+        test time when the router picks ``current`` alone."""
+        if self.training == "own":
+            return [current]
         earlier = [t for t in self.tasks if t != current]
-        ranked = self._ranked(self.votes(z, earlier))
+        ranked = self._ranked(self.votes(z, earlier), of_all=self.training == "batch")
         extra = [ranked[0][0]] if ranked and ranked[0][1] >= self.support else []
         return [current, *extra]
 

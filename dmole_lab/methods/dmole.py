@@ -57,7 +57,7 @@ class DMoLE(RoutedMethod):
                 "vision tower sees a varying number of tiles per sample; use dmole.routing=batch "
                 "(the released code's) or dmole.towers=llm")
         self.expert_cfg = AdapterShape.of(c, "dmole")
-        self.router = Router(c.router_support, c.routing)
+        self.router = Router(c.router_support, c.routing, c.train_routing)
         self.experts: Experts | None = None
         self.history: list[tuple[float, float]] = []
         self.current: str | None = None
