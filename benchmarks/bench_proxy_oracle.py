@@ -6,7 +6,10 @@ Usage: python benchmarks/bench_proxy_oracle.py [--tasks a,b] [--steps 40] [--see
 1. Probes every task of the preset's stream (``dmole-lab probe``; resumes if already done).
 2. For each task and each layer of both towers, trains a LoRA on that layer alone for
    ``--steps`` steps from the base model and records the held-out loss reduction (the oracle
-   gain), for ``--seeds`` seeds (their agreement is the ceiling a proxy can reach).
+   gain), for ``--seeds`` seeds; the oracle is their mean. Each (task, seed) is kept under
+   <runs_dir>/oracle-parts, so an interrupted run resumes and more seeds train only the new
+   ones. The agreement of the even seeds' mean with the odd seeds' mean says how far the
+   oracle can be trusted (the ceiling a proxy can reach).
 3. Reports Spearman(proxy per-layer score, oracle gain) per task, tower and proxy, and the
    diversity of the tasks' per-layer profiles (pairwise Spearman) under the proxy and the oracle.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from itertools import combinations
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +37,7 @@ from dmole_lab.analysis.profiles import (
     task_correlations,
     vision_share,
 )
-from dmole_lab.config import build_config, parse_cli_overrides, to_dict
+from dmole_lab.config import build_config, config_hash, parse_cli_overrides, resolve_path, to_dict
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
 from dmole_lab.engine.probe_stream import probe_stream
@@ -44,8 +48,13 @@ from dmole_lab.viz.report import write_probe_figures
 from dmole_lab.viz.results import RESULTS_DIR, ship
 
 
-def oracle_table(cfg, tasks, steps, seeds, progress=True) -> pd.DataFrame:
-    """Oracle gains of every layer for every task and seed (task, seed, tower, layer, gain)."""
+def oracle_table(cfg, tasks, steps, seeds, progress=True, cache: Path | None = None
+                 ) -> pd.DataFrame:
+    """Oracle gains of every layer for every task and seed (task, seed, tower, layer, gain).
+
+    Each (task, seed) part is written to ``cache`` as it finishes and read back from there
+    when the same config and steps run again, so an interrupted oracle resumes and a run
+    with more seeds trains only the new ones."""
     from dataclasses import replace
 
     model, processor = load_model(cfg.model)
@@ -56,22 +65,39 @@ def oracle_table(cfg, tasks, steps, seeds, progress=True) -> pd.DataFrame:
         train = encode(processor, stream.train[task][: steps * cfg.train.batch_size])
         test = encode(processor, stream.test[task])
         for seed in range(seeds):
+            done = cache / f"{task}-seed{seed}.parquet" if cache else None
+            if done is not None and done.is_file():
+                parts.append(pd.read_parquet(done))
+                continue
             t0 = time.perf_counter()
             g = oracle_gains(model, train, test, train_cfg, cfg.lora.r, cfg.lora.alpha,
-                             seed=seed, progress=progress)
-            parts.append(g.assign(task=task, seed=seed))
+                             seed=seed, progress=progress).assign(task=task, seed=seed)
+            if done is not None:
+                write_table(done, g)
+            parts.append(g)
             print(f"oracle {task} seed {seed}: {time.perf_counter() - t0:.1f} s", flush=True)
     return pd.concat(parts, ignore_index=True)
 
 
 def oracle_ceiling(oracle: pd.DataFrame) -> pd.DataFrame:
-    """Spearman between oracle seeds 0 and 1 per task and tower (how far ranks are reliable)."""
+    """How far the oracle agrees with itself, per task and tower.
+
+    ``spearman``: Spearman between the mean gains of the even and of the odd seeds (two
+    independent oracles of ``seeds_per_half`` seeds each; with two seeds, seed 0 against seed
+    1). The oracle that proxies are compared with averages all seeds, so it is at least this
+    reliable. ``single``: mean Spearman over every pair of single seeds."""
     rows = []
     for (task, tower), d in oracle.groupby(["task", "tower"], sort=False):
         w = d.pivot(index="layer", columns="seed", values="gain")
-        if w.shape[1] >= 2:
-            rows.append({"task": task, "tower": tower,
-                         "spearman": float(spearmanr(w[0], w[1]).statistic)})
+        if w.shape[1] < 2:
+            continue
+        seeds = list(w.columns)
+        halves = w[seeds[0::2]].mean(axis=1), w[seeds[1::2]].mean(axis=1)
+        pairs = [spearmanr(w[a], w[b]).statistic for a, b in combinations(seeds, 2)]
+        rows.append({"task": task, "tower": tower,
+                     "spearman": float(spearmanr(*halves).statistic),
+                     "single": float(pd.Series(pairs).mean()),
+                     "seeds_per_half": len(seeds) // 2})
     return pd.DataFrame(rows)
 
 
@@ -97,7 +123,9 @@ def main(argv=None) -> int:
     table = probe.summary("sensitivity")
     k1 = probe.manifest()["probe_batches"]
     t0 = time.perf_counter()
-    oracle = oracle_table(cfg, tasks, args.steps, args.seeds)
+    cache = (resolve_path(cfg.runs_dir) / "oracle-parts"
+             / f"{args.preset}-{config_hash(cfg)}-{args.steps}steps")
+    oracle = oracle_table(cfg, tasks, args.steps, args.seeds, cache=cache)
     oracle_seconds = time.perf_counter() - t0
     mean_oracle = oracle_profiles(oracle, "gain")
     per_task, pooled = proxy_vs_oracle(table[table.task.isin(tasks)], mean_oracle, k1)
@@ -130,6 +158,9 @@ def main(argv=None) -> int:
             for _, r in pooled.iterrows()},
         "oracle_seed_agreement": {
             t: round(float(ceiling[ceiling.tower == t].spearman.mean()), 3) for t in TOWERS}
+        if len(ceiling) else {},
+        "oracle_single_seed_agreement": {
+            t: round(float(ceiling[ceiling.tower == t].single.mean()), 3) for t in TOWERS}
         if len(ceiling) else {},
         "task_profile_mean_pairwise_spearman": diversity,
         "vision_share": {"proxy grad_norm (rho_V)": proxy_share.round(3).to_dict(),
