@@ -24,17 +24,55 @@ def _overrides(smoke_overrides):
     return [f"--{k}={v}" for k, v in smoke_overrides.items()] + ["--probe.sweep=1,2"]
 
 
-def test_bench_proxy_oracle_smoke(smoke_overrides, tmp_path, monkeypatch):
+def test_bench_proxy_oracle_smoke_resumes_seeds_and_feeds_the_layer_scores(
+        smoke_overrides, tmp_path, monkeypatch, capsys):
     out = tmp_path / "proxy_oracle.json"
-    _run("bench_proxy_oracle.py", ["--preset", "smoke", "--tasks", "caption,ocr", "--steps",
-                                   "2", "--seeds", "2", "--results-dir", str(tmp_path / "res"),
-                                   "--json", str(out), *_overrides(smoke_overrides)],
-         monkeypatch)
+    args = ["--preset", "smoke", "--tasks", "caption,ocr", "--steps", "2",
+            "--results-dir", str(tmp_path / "res"), "--json", str(out),
+            *_overrides(smoke_overrides)]
+    _run("bench_proxy_oracle.py", [*args, "--seeds", "2"], monkeypatch)
     result = json.loads(out.read_text())
     assert set(result["spearman_proxy_vs_oracle"]) >= {"vision/grad_norm", "llm/fisher"}
     oracle = pd.read_parquet(tmp_path / "res" / "oracle-smoke" / "tables" / "oracle.parquet")
     assert len(oracle) == 2 * 2 * (2 + 2)  # tasks x seeds x (vision + llm layers)
     assert (tmp_path / "res" / "probe-smoke" / "tables" / "sensitivity.parquet").is_file()
+    # a third seed trains only that seed; the first two are read back unchanged
+    capsys.readouterr()
+    _run("bench_proxy_oracle.py", [*args, "--seeds", "3"], monkeypatch)
+    trained = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("oracle ")]
+    assert [ln.split(":")[0] for ln in trained] == ["oracle caption seed 2", "oracle ocr seed 2"]
+    three = pd.read_parquet(tmp_path / "res" / "oracle-smoke" / "tables" / "oracle.parquet")
+    pd.testing.assert_frame_equal(
+        three[three.seed < 2].reset_index(drop=True)[oracle.columns], oracle)
+    ceiling = pd.read_parquet(tmp_path / "res" / "oracle-smoke" / "tables"
+                              / "oracle_ceiling.parquet")
+    assert set(ceiling["seeds_per_half"]) == {1} and ceiling["single"].between(-1, 1).all()
+
+    layer_json = tmp_path / "layer_scores.json"
+    _run("bench_layer_scores.py", ["--preset", "smoke", "--tasks", "caption,ocr",
+                                   "--tune-steps", "2", "--oracle", str(tmp_path / "res"),
+                                   "--results-dir", str(tmp_path / "res"),
+                                   "--json", str(layer_json), *_overrides(smoke_overrides)],
+         monkeypatch)
+    scores = json.loads(layer_json.read_text())["spearman_with_oracle"]
+    assert {"vision/grad_norm", "llm/cka_change", "llm/grad_norm:layer_z",
+            "vision/grad_norm*resid_rms"} <= set(scores)
+    agreement = pd.read_parquet(tmp_path / "res" / "layer-scores-smoke" / "tables"
+                                / "agreement.parquet")
+    assert agreement["spearman"].dropna().between(-1, 1).all()
+
+
+def test_oracle_ceiling_compares_the_means_of_even_and_odd_seeds():
+    import runpy as _runpy
+
+    ceiling = _runpy.run_path(str(BENCH / "bench_proxy_oracle.py"))["oracle_ceiling"]
+    layers = range(5)
+    # seeds 0 and 2 rank layers one way, 1 and 3 the reverse: halves disagree, pairs mixed
+    rows = [{"task": "a", "tower": "llm", "layer": i, "seed": s,
+             "gain": float(i if s % 2 == 0 else -i) + 0.01 * s} for s in range(4) for i in layers]
+    c = ceiling(pd.DataFrame(rows)).iloc[0]
+    assert c["spearman"] == pytest.approx(-1.0) and c["seeds_per_half"] == 2
+    assert c["single"] == pytest.approx((2 * 1.0 + 4 * -1.0) / 6)
 
 
 def test_bench_recorders_smoke(smoke_overrides, tmp_path, monkeypatch):

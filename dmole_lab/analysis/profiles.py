@@ -27,6 +27,59 @@ NORMALISATIONS = {
 }
 
 
+#: Layer scores read from a factors table (dmole_lab.probes.factors.layer_factors), each a sum
+#: over the layer's candidate modules (docs/method.md section 5, "Why layer 0").
+FACTOR_SCORES = {
+    "grad_norm": "the paper's proxy: sum of ||grad||",
+    "grad_norm/weight_norm": "each module's ||grad|| over its ||W||",
+    "grad_norm*resid_rms": "||grad|| times the RMS of the hidden state entering the layer, "
+                           "undoing the 1/sigma its normalisation puts on the gradient",
+    "grad_norm/grad_out_rms": "||grad|| over the RMS of the gradient at the module's output",
+}
+#: Normalisations of a layer's score across the tasks of a stream (docs/method.md section 5).
+ACROSS_TASKS = {
+    "layer_mean": "the task's score over the layer's mean score over tasks",
+    "layer_z": "z-score of the task's score among the tasks' scores of the layer",
+}
+
+
+def factor_scores(factors: pd.DataFrame) -> pd.DataFrame:
+    """Every :data:`FACTOR_SCORES` per task, tower and layer from a factors table with a task
+    column. Returns task, tower, layer, score_name, score."""
+    f = factors.assign(**{
+        "grad_norm/weight_norm": factors["grad_norm"] / factors["weight_norm"],
+        "grad_norm*resid_rms": factors["grad_norm"] * factors["resid_rms"],
+        "grad_norm/grad_out_rms": factors["grad_norm"] / factors["grad_out_rms"]})
+    per_layer = f.groupby(["task", "tower", "layer"], sort=False)[list(FACTOR_SCORES)].sum()
+    return (per_layer.reset_index()
+            .melt(id_vars=["task", "tower", "layer"], var_name="score_name",
+                  value_name="score"))
+
+
+def across_tasks(profiles: pd.DataFrame, how: str = "layer_mean") -> pd.DataFrame:
+    """Profiles (task, tower, layer, score) with each layer's score set against the same
+    layer's scores of the other tasks (see :data:`ACROSS_TASKS`): what is left is what makes a
+    task's profile its own, once what every task shares (a layer loud for all) is taken out."""
+    if how not in ACROSS_TASKS:
+        raise ValueError(f"unknown normalisation {how!r}; allowed: {', '.join(ACROSS_TASKS)}")
+    g = profiles.groupby(["tower", "layer"], sort=False)["score"]
+    if how == "layer_mean":
+        score = profiles["score"] / g.transform("mean")
+    else:
+        score = (profiles["score"] - g.transform("mean")) / g.transform("std").replace(0, 1.0)
+    return profiles.assign(score=score)
+
+
+def agreement_with_oracle(profiles: pd.DataFrame, oracle: pd.DataFrame) -> pd.DataFrame:
+    """Spearman over layers between ``profiles`` (task, tower, layer, score) and the oracle's
+    mean gains (:func:`oracle_profiles` with column "gain"), per task and tower."""
+    both = profiles.merge(oracle, on=["task", "tower", "layer"])
+    rows = [{"task": task, "tower": tower,
+             "spearman": float(spearmanr(d["score"], d["gain"]).statistic), "n_layers": len(d)}
+            for (task, tower), d in both.groupby(["task", "tower"], sort=False)]
+    return pd.DataFrame(rows)
+
+
 def _pick(table: pd.DataFrame, column: str, value):
     allowed = sorted(set(table[column]))
     if value not in allowed:
@@ -141,15 +194,9 @@ def proxy_vs_oracle(table: pd.DataFrame, oracle: pd.DataFrame,
     ``oracle`` has columns task, tower, layer, gain. Returns task, tower, proxy, spearman,
     n_layers, and the pooled view (tower, proxy, mean, std, count over tasks).
     """
-    rows = []
-    for proxy in sorted(set(table["proxy"])):
-        prof = layer_profiles(table, proxy, batches)
-        both = prof.merge(oracle, on=["task", "tower", "layer"])
-        for (task, tower), d in both.groupby(["task", "tower"], sort=False):
-            rows.append({"task": task, "tower": tower, "proxy": proxy,
-                         "spearman": float(spearmanr(d["score"], d["gain"]).statistic),
-                         "n_layers": len(d)})
-    out = pd.DataFrame(rows)
+    parts = [agreement_with_oracle(layer_profiles(table, proxy, batches), oracle)
+             .assign(proxy=proxy) for proxy in sorted(set(table["proxy"]))]
+    out = pd.concat(parts, ignore_index=True)[["task", "tower", "proxy", "spearman", "n_layers"]]
     pooled = (out.groupby(["tower", "proxy"], sort=False)["spearman"]
               .agg(["mean", "std", "count"]).reset_index())
     return out, pooled
