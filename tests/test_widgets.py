@@ -149,7 +149,43 @@ def _fresh_and_updated(make, changes: dict):
     return moved, fresh, first
 
 
-@pytest.mark.parametrize("kind", ["sensitivity", "dynamics", "allocation", "comparison"])
+def _layer_scores():
+    """Two tasks, two scores, three layers per tower: ``up`` ranks layers as the oracle does,
+    ``down`` the reverse; task b's oracle prefers the last layer, a's the first."""
+    from dmole_lab.analysis.profiles import agreement_with_oracle
+
+    rows, gains = [], []
+    for task, sign in (("a", -1.0), ("b", 1.0)):
+        for tower in ("vision", "llm"):
+            for layer in range(3):
+                gain = sign * layer + (0.1 if tower == "llm" else 0.0)
+                gains.append({"task": task, "tower": tower, "layer": layer, "gain": gain})
+                for name, s in (("up", 1.0), ("down", -1.0)):
+                    rows.append({"task": task, "tower": tower, "layer": layer,
+                                 "score_name": name, "score": s * gain})
+    scores, oracle = pd.DataFrame(rows), pd.DataFrame(gains)
+    agreement = pd.concat([agreement_with_oracle(d.drop(columns="score_name"), oracle)
+                           .assign(score_name=n) for n, d in scores.groupby("score_name")])
+    return scores, oracle, agreement
+
+
+def test_layer_score_explorer_follows_score_and_task():
+    from dmole_lab.viz.widgets import LayerScoreExplorer
+
+    ex = LayerScoreExplorer(*_layer_scores(), score_name="up", task="a")
+    assert "vision +1.00" in ex.note.value
+    assert ex.figure.axes[0].get_title().endswith("Spearman +1.00")
+    first = ex.output.value
+    ex.score_name.value = "down"
+    assert "vision -1.00" in ex.note.value and ex.output.value != first
+    assert ex.figure.axes[1].get_title().endswith("Spearman -1.00")
+    heights = [b.get_height() for b in ex.figure.axes[0].patches]
+    ex.task.value = "b"
+    assert [b.get_height() for b in ex.figure.axes[0].patches] == heights[::-1]
+
+
+@pytest.mark.parametrize("kind", ["sensitivity", "dynamics", "allocation", "comparison",
+                                  "layer_scores"])
 def test_an_update_in_place_shows_what_a_new_figure_shows(kind, sensitivity_table,
                                                           shaped_sensitivity_table,
                                                           compare_scores):
@@ -186,6 +222,15 @@ def test_an_update_in_place_shows_what_a_new_figure_shows(kind, sensitivity_tabl
                 getattr(ex, k).value = v
             return ex
         changes = {"fraction": 0.25, "vision_floor": 0.0}
+    elif kind == "layer_scores":
+        from dmole_lab.viz.widgets import LayerScoreExplorer
+
+        def make(**kw):
+            ex = LayerScoreExplorer(*_layer_scores(), score_name="up", task="a")
+            for k, v in kw.items():
+                getattr(ex, k).value = v
+            return ex
+        changes = {"score_name": "down", "task": "b"}
     else:
         A = np.array([[0.0, 0, 0], [60, 0, 0], [40, 70, 0], [30, 50, 80]])
         parts = [compare_scores(v, s, A + 10 * s + (v == "b")) for v in ("a", "b")

@@ -794,3 +794,97 @@ def metric_bars(table: pd.DataFrame, metrics: tuple[str, ...] = ("AVG", "Last", 
     if title:
         ax.set_title(title)
     return fig
+
+
+def _minmax(values: pd.Series) -> pd.Series:
+    lo, hi = values.min(), values.max()
+    return (values - lo) / (hi - lo) if hi > lo else values * 0.0
+
+
+def _score_and_gain(scores: pd.DataFrame, oracle: pd.DataFrame, task: str, tower: str):
+    """One task and tower: layers, the score and the oracle gain, each min-max scaled."""
+    d = (scores[(scores["task"] == task) & (scores["tower"] == tower)]
+         .merge(oracle, on=["task", "tower", "layer"]).sort_values("layer"))
+    return d["layer"].to_numpy(), _minmax(d["score"]).to_numpy(), _minmax(d["gain"]).to_numpy()
+
+
+def _score_title(a, tower: str, rho: float) -> None:
+    name = "vision encoder" if tower == "vision" else "LLM"
+    a.set_title(f"{name}: Spearman {rho:+.2f}")
+
+
+def layer_score_vs_oracle(scores: pd.DataFrame, oracle: pd.DataFrame, task: str,
+                          score_name: str, agreement: pd.DataFrame | None = None, ax=None):
+    """One task's per-layer score (bars) beside the oracle's gain (black line), both min-max
+    scaled per tower, one panel per tower; each panel's title gives their Spearman.
+
+    ``scores``: task, tower, layer, score of one score name; ``oracle``: task, tower, layer,
+    gain; ``agreement``: task, tower, spearman (computed here if None)."""
+    from dmole_lab.analysis.profiles import agreement_with_oracle
+    from dmole_lab.config import TOWERS
+
+    agreement = agreement if agreement is not None else agreement_with_oracle(scores, oracle)
+    fig, axes = _pair(ax, (NOTEBOOK_WIDTH, 3.0))
+    for a, tower in zip(axes, TOWERS):
+        layers, score, gain = _score_and_gain(scores, oracle, task, tower)
+        a.bar(layers, score, color=TOWER_COLORS[tower], label=_wrap_name(score_name, 14))
+        a.plot(layers, gain, color="black", marker="o", lw=1.5, label="oracle gain")
+        a.set_xticks(layers)
+        a.set_ylim(-0.05, 1.15)
+        a.set_xlabel(f"{tower} layer (0 = input side)")
+        a.set_ylabel("min-max scaled")
+        rho = agreement[(agreement["task"] == task) & (agreement["tower"] == tower)]["spearman"]
+        _score_title(a, tower, float(rho.iloc[0]) if len(rho) else float("nan"))
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                   frameon=False)
+    fig.suptitle(f"{task}: {score_name} against the oracle")
+    fig.tight_layout()
+    return fig
+
+
+def update_layer_score_vs_oracle(fig, scores: pd.DataFrame, oracle: pd.DataFrame, task: str,
+                                 score_name: str, agreement: pd.DataFrame) -> bool:
+    """Show another task or score in a :func:`layer_score_vs_oracle` figure in place; False
+    when the layer counts differ (draw a new figure)."""
+    from dmole_lab.config import TOWERS
+
+    axes = fig.axes[:2]
+    for a, tower in zip(axes, TOWERS):
+        layers, score, gain = _score_and_gain(scores, oracle, task, tower)
+        bars, line = a.patches, a.lines[0]
+        if len(bars) != len(layers):
+            return False
+        for bar, h in zip(bars, score):
+            bar.set_height(h)
+        line.set_ydata(gain)
+        rho = agreement[(agreement["task"] == task) & (agreement["tower"] == tower)]["spearman"]
+        _score_title(a, tower, float(rho.iloc[0]) if len(rho) else float("nan"))
+    for text in axes[1].get_legend().get_texts():  # lines come first in a legend
+        if text.get_text() != "oracle gain":
+            text.set_text(_wrap_name(score_name, 14))
+    fig.suptitle(f"{task}: {score_name} against the oracle")  # reuses the title's artist
+    return True
+
+
+def factor_excess_bars(excess: pd.DataFrame, ax=None, title: str | None = None):
+    """Layer 0's value of each factor over the mean of the other layers, per tower (mean over
+    tasks, log scale): above 1 where layer 0 stands out (``probes.factors.layer_zero_excess``
+    with a task column)."""
+    fig, ax = _ax(ax, figsize=(7, 3.2))
+    mean = excess.groupby(["factor", "tower"], sort=False)["ratio"].mean().unstack("tower")
+    factors = list(dict.fromkeys(excess["factor"]))
+    towers = [t for t in TOWER_COLORS if t in mean.columns]
+    width = 0.8 / len(towers)
+    for k, tower in enumerate(towers):
+        ax.bar(np.arange(len(factors)) + k * width, mean.loc[factors, tower], width,
+               color=TOWER_COLORS[tower], label=tower)
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="black", lw=0.7)
+    ax.set_xticks(np.arange(len(factors)) + width * (len(towers) - 1) / 2,
+                  [_wrap_name(f) for f in factors])
+    ax.set_ylabel("layer 0 / other layers")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig

@@ -396,3 +396,45 @@ class ComparisonExplorer(_Explorer):
         """Another task or convention for the same methods, in place."""
         return plots.update_task_curves(fig, self.scores, self.task.value, self.tasks,
                                         list(self.variants.value))
+
+
+class LayerScoreExplorer(_Explorer):
+    """A layer score against the oracle, task by task (notebook 05): pick the score and the
+    task; the note gives the score's Spearman with the oracle for this task and over all tasks.
+
+    ``scores``: task, tower, layer, score_name, score (benchmarks/bench_layer_scores.py);
+    ``oracle``: task, tower, layer, gain (the oracle's seed mean); ``agreement``: task, tower,
+    score_name, spearman (the same benchmark's, so nothing is recomputed on a change)."""
+
+    def __init__(self, scores: pd.DataFrame, oracle: pd.DataFrame, agreement: pd.DataFrame,
+                 score_name: str = "grad_norm", task: str | None = None):
+        self.scores, self.oracle, self.agreement = scores, oracle, agreement
+        names = list(dict.fromkeys(scores["score_name"]))
+        tasks = list(dict.fromkeys(scores["task"]))
+        self.score_name = W.Dropdown(options=names, value=score_name if score_name in names
+                                     else names[0], description="score")
+        self.task = W.Dropdown(options=tasks, value=task if task in tasks else tasks[0],
+                               description="task")
+        self.note = W.HTML()
+        super().__init__([self.score_name, self.task])
+        self.widget.children = (*self.widget.children, self.note)
+        self.redraw()
+
+    def prepare(self) -> None:
+        """The chosen score's rows and its agreement, and the note that sums it up."""
+        name = self.score_name.value
+        self._rows = self.scores[self.scores["score_name"] == name]
+        self._agreement = self.agreement[self.agreement["score_name"] == name]
+        mean = self._agreement.groupby("tower", sort=False)["spearman"].mean()
+        self.show_text(self.note, f"<b>{html.escape(name)}</b>, mean Spearman with the oracle "
+                       "over all tasks: " + ", ".join(f"{t} {v:+.2f}" for t, v in mean.items()))
+
+    def draw(self):
+        """The chosen task's scores and oracle gains per tower."""
+        return plots.layer_score_vs_oracle(self._rows, self.oracle, self.task.value,
+                                           self.score_name.value, self._agreement)
+
+    def update(self, fig) -> bool:
+        """Another score or task in the same panels."""
+        return plots.update_layer_score_vs_oracle(fig, self._rows, self.oracle, self.task.value,
+                                                  self.score_name.value, self._agreement)
