@@ -158,3 +158,31 @@ def test_merge_gathers_shards_from_several_machines_and_refuses_mismatches(
     err = capsys.readouterr().err
     assert "made by different code" in err and "torch=2.0.0" in err
     assert not refused.exists()
+
+
+def test_run_row_reads_the_training_join_share_of_routed_runs(tmp_path, stored_run):
+    import json
+    import math
+
+    from dmole_lab.analysis.compare import METRICS, run_row
+    from dmole_lab.store import write_table
+
+    def stored(root):
+        store = stored_run(root, 0.5)
+        write_table(root / "tables" / "metrics.parquet", pd.DataFrame(
+            {"metric": list(METRICS), "value": 1.0, "bwt_divisor": "T-1",
+             "forgetting_mode": "first"}))
+        return store
+
+    store = stored(tmp_path / "routed")
+    m = json.loads(store.manifest_path.read_text())
+    m.update(method="dmole", stages={  # stored out of order: stage 1 has no earlier task
+        "2": {"trainable_params": 10, "train_batches_with_earlier_expert": 0.5},
+        "1": {"trainable_params": 10, "train_batches_with_earlier_expert": 0.0},
+        "3": {"trainable_params": 10, "train_batches_with_earlier_expert": 0.25}})
+    store.manifest_path.write_text(json.dumps(m))
+    assert run_row(store)["train_join_share"] == 0.375
+    plain = stored(tmp_path / "plain")
+    m.update(method="seq-lora", stages={"1": {"trainable_params": 10}})
+    plain.manifest_path.write_text(json.dumps(m))
+    assert math.isnan(run_row(plain)["train_join_share"])

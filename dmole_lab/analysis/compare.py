@@ -105,9 +105,12 @@ def jobs(variants: list[Variant], seeds: list[int],
 def run_row(store: RunStore) -> dict:
     """One finished run: method, seed, run name, :data:`METRICS` (docs/method.md section 4), the
     router accuracy after the last stage (NaN without a router), mean trainable parameters per
-    task and training time (set-up + training loop + wrap-up, summed over stages)."""
+    task, training time (set-up + training loop + wrap-up, summed over stages) and, for a
+    routed method, the share of training batches an earlier task's experts joined (mean over
+    the stages that had an earlier task; NaN otherwise)."""
     m = store.manifest()
-    stages = [s for k, s in m["stages"].items() if int(k) >= 1]
+    stages = [s for k, s in sorted(m["stages"].items(), key=lambda kv: int(kv[0]))
+              if int(k) >= 1]
     if not stages:
         raise ValueError(f"run {store.root.name} has no finished training stage")
     last = m["stages"][str(max(int(k) for k in m["stages"]))]
@@ -118,7 +121,13 @@ def run_row(store: RunStore) -> dict:
         "params_per_task": sum(s["trainable_params"] for s in stages) / len(stages),
         "training_seconds": sum(s.get("setup_seconds", 0.0) + s.get("train_seconds", 0.0)
                                 + s.get("end_seconds", 0.0) for s in stages),
+        "train_join_share": _mean([s["train_batches_with_earlier_expert"] for s in stages[1:]
+                                   if "train_batches_with_earlier_expert" in s]),
     }
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 def headline_table(stores: list[RunStore]) -> pd.DataFrame:
@@ -151,6 +160,7 @@ def collect(done: list[tuple[Variant, int, RunStore]]) -> tuple[pd.DataFrame, pd
                      "router_accuracy": row["router_accuracy"],
                      "params_per_task": row["params_per_task"],
                      "training_seconds": row["training_seconds"],
+                     "train_join_share": row["train_join_share"],
                      "general": float(general.iloc[-1]) if len(general) else np.nan,
                      "general_zero_shot": float(general.iloc[0]) if len(general) else np.nan})
     cols = ["variant", "method", "seed", "stage", "eval_task", "value"]
