@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from dmole_lab.config import build_config, parse_cli_overrides, resolve_path
-from dmole_lab.viz.results import ship_comparison, unpack_runs
+from dmole_lab.viz.results import RESULTS_DIR, ship_comparison, unpack_runs
 
 
 def main(argv=None) -> int:
@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--ship", default=None, help="copy the tables to results/NAME")
     p.add_argument("--resume-from", default=None,
                    help="start from the finished runs shipped in results/NAME")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR),
+                   help="where --ship and --resume-from find results/NAME")
     p.add_argument("--table-only", action="store_true",
                    help="train nothing: tabulate (and ship) the finished runs")
     p.add_argument("--json", default=str(Path(__file__).with_name("results") / "compare.json"))
@@ -50,8 +52,8 @@ def main(argv=None) -> int:
     runs_dir = resolve_path(cfg.runs_dir)
     out = runs_dir / f"compare-{args.preset}"
     if args.resume_from:
-        print(f"{len(unpack_runs(args.resume_from, runs_dir))} finished runs taken from "
-              f"results/{args.resume_from}")
+        taken = unpack_runs(args.resume_from, runs_dir, Path(args.results_dir))
+        print(f"{len(taken)} finished runs taken from {args.results_dir}/{args.resume_from}")
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, "-m", "dmole_lab", "compare", "--quiet", "--preset", args.preset,
@@ -84,7 +86,8 @@ def main(argv=None) -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     if args.ship:
-        dest = ship_comparison(out, args.ship, [runs_dir / r for r in runs["run"]])
+        dest = ship_comparison(out, args.ship, [runs_dir / r for r in runs["run"]],
+                               Path(args.results_dir))
         print(f"shipped to {dest}")
     print(f"{len(runs)} runs finished; this call took {wall / 60:.1f} min wall ({args.shards} "
           f"shards x {threads} threads); table rows: {len(table)}")

@@ -323,3 +323,25 @@ def test_bench_proxy_reliability_smoke(smoke_overrides, tmp_path, monkeypatch):
     table = pd.read_parquet(tmp_path / "res" / "proxy-reliability-smoke" / "tables"
                             / "reliability.parquet")
     assert len(table) == len(rows)
+
+
+def test_bench_plasticity_smoke_runs_every_switch_and_pairs_them(smoke_overrides, tmp_path,
+                                                                  monkeypatch):
+    from dmole_lab.analysis.plasticity import SWITCHES
+
+    out = tmp_path / "plasticity.json"
+    _run("bench_plasticity.py", ["--preset", "smoke", "--seeds", "0", "--results-dir",
+                                 str(tmp_path / "res"), "--json", str(out),
+                                 *_overrides(smoke_overrides), "--train.max_steps=1",
+                                 "--dmole.router_epochs=2"], monkeypatch)
+    result = json.loads(out.read_text())
+    assert result["runs"] == len(SWITCHES)
+    runs = pd.read_parquet(tmp_path / "res" / "plasticity-smoke" / "runs.parquet")
+    assert set(runs.variant) == {v for v, _ in SWITCHES.values()}
+    own = runs[runs.variant == "dmole+dmole.train_routing=own"]
+    assert (own["train_join_share"] == 0.0).all()  # no earlier task ever joins
+    # the capacity switch trains about sequential LoRA's parameters: rank 18 against 8
+    params = runs.set_index("variant")["params_per_task"]
+    assert params["dmole+dmole.r=18+dmole.alpha=36"] == pytest.approx(params["dmole"] * 18 / 8)
+    effects = result["paired_effects_vs_default"]
+    assert {"(b) own experts only/MFT", "v1 (LLM only)/AVG"} <= set(effects)
