@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import matplotlib as mpl
 import matplotlib.colors as mcolors
+import matplotlib.ticker as mticker
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -33,7 +34,8 @@ METHOD_COLORS = {
     "branchlora": "#bcbd22", "multitask": "#000000",
 }
 #: Display names the notebooks use, read as the method they name.
-METHOD_ALIASES = {"d-mole": "dmole", "sequential lora": "seq-lora", "multi-task": "multitask"}
+METHOD_ALIASES = {"d-mole": "dmole", "sequential lora": "seq-lora", "multi-task": "multitask",
+                  "v1 (llm only)": "dmole-v1"}
 #: One colour per tower in every figure.
 TOWER_COLORS = {"vision": "tab:blue", "llm": "tab:orange", "projector": "tab:green"}
 _MARKERS = "osD^vP*Xph<>"
@@ -494,36 +496,41 @@ def correlation_heatmap(corr: pd.DataFrame, ax=None, title: str | None = None,
 
 def proxy_oracle_bars(pooled: pd.DataFrame, ax=None, title: str | None = None):
     """Mean (± std over tasks) Spearman of each proxy against the oracle, per tower; a proxy's
-    name breaks at its underscores, so that neighbouring names never run into each other."""
-    fig, ax = _ax(ax, figsize=(7, 3.4))
+    name breaks at its underscores, so that neighbouring names never run into each other, and
+    the figure widens with the number of proxies (up to the notebook's width)."""
     proxies = list(dict.fromkeys(pooled["proxy"]))
+    fig, ax = _ax(ax, figsize=(min(NOTEBOOK_WIDTH, max(7, 0.95 * len(proxies))), 3.6))
     towers = list(dict.fromkeys(pooled["tower"]))
     width = 0.8 / len(towers)
     for k, tower in enumerate(towers):
         d = pooled[pooled["tower"] == tower].set_index("proxy").reindex(proxies)
         ax.bar(np.arange(len(proxies)) + k * width, d["mean"], width, yerr=d["std"],
-               label=tower, capsize=2)
+               label=tower, capsize=2, color=TOWER_COLORS.get(tower))
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xticks(np.arange(len(proxies)) + width * (len(towers) - 1) / 2,
                   [_wrap_name(p) for p in proxies])
     ax.set_ylabel("Spearman vs oracle gain")
     ax.set_ylim(-1, 1)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              frameon=False)
     if title:
         ax.set_title(title)
     return fig
 
 
 def _wrap_name(name: str, width: int = 10) -> str:
-    """``name`` on several lines, broken after underscores once a line reaches ``width``."""
+    """``name`` on several lines, broken after an underscore (or ``/``, ``*``, ``:``, which
+    join the parts of a derived score's name) once a line reaches ``width``."""
+    import re
+
+    parts = re.findall(r"[^_/*:]+[_/*:]?|[_/*:]", name)
     lines, line = [], ""
-    for part in name.split("_"):
-        piece = part if not line else "_" + part
-        if line and len(line) + len(piece) > width:
-            lines.append(line + "_")
+    for part in parts:
+        if line and len(line) + len(part.rstrip("_/*:")) > width:
+            lines.append(line)
             line = part
         else:
-            line += piece
+            line += part
     return "\n".join([*lines, line])
 
 
@@ -879,12 +886,40 @@ def factor_excess_bars(excess: pd.DataFrame, ax=None, title: str | None = None):
         ax.bar(np.arange(len(factors)) + k * width, mean.loc[factors, tower], width,
                color=TOWER_COLORS[tower], label=tower)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(mticker.FixedLocator([0.125, 0.25, 0.5, 1, 2, 4, 8, 16]))
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_locator(mticker.NullLocator())
     ax.axhline(1.0, color="black", lw=0.7)
     ax.set_xticks(np.arange(len(factors)) + width * (len(towers) - 1) / 2,
                   [_wrap_name(f) for f in factors])
     ax.set_ylabel("layer 0 / other layers")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
               frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def effect_bars(effects: pd.DataFrame, metrics: tuple[str, ...] = ("MFT", "AVG", "Last"),
+                ax=None, title: str | None = None):
+    """Each variant's paired effect against a base run, one group per variant and one bar
+    per metric, error bars = standard error over seeds (``analysis.plasticity
+    .paired_effects``); variant names in their fixed colours, the legend outside the bars."""
+    variants = list(dict.fromkeys(effects["variant"]))
+    fig, ax = _ax(ax, figsize=(min(NOTEBOOK_WIDTH - 1, max(6, 0.9 * len(variants))), 4))
+    width = 0.8 / len(metrics)
+    x = np.arange(len(variants))
+    for k, m in enumerate(metrics):
+        d = effects[effects["metric"] == m].set_index("variant").reindex(variants)
+        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, d["effect"], width,
+               yerr=d["se"].fillna(0.0), label=m, capsize=2)
+    ax.axhline(0, color="black", lw=0.7)
+    ax.set_xticks(x, variants, rotation=30, ha="right")
+    for label in ax.get_xticklabels():
+        label.set_color(method_color(label.get_text()))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              frameon=False)
+    ax.set_ylabel("difference in score points")
     if title:
         ax.set_title(title)
     return fig
