@@ -1,7 +1,8 @@
 """How long a notebook explorer takes to follow a control: every update of every explorer, timed.
 
 Usage: python benchmarks/bench_widgets.py [--repeats 5] [--results-dir results]
-                                          [--explorers sensitivity,dynamics,allocation,comparison]
+                                          [--explorers sensitivity,dynamics,allocation,comparison,
+                                                       layer_scores]
 
 Builds the explorers of the notebooks on the runs shipped in ``results/``, as the notebooks do:
 ``SensitivityExplorer`` on ``probe-tiny`` and ``DynamicsExplorer`` on ``seq-lora-tiny``
@@ -31,16 +32,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from dmole_lab.analysis.profiles import oracle_profiles  # noqa: E402
 from dmole_lab.viz import results  # noqa: E402
 from dmole_lab.viz.widgets import (  # noqa: E402
     ALL_TASKS,
     AllocationExplorer,
     ComparisonExplorer,
     DynamicsExplorer,
+    LayerScoreExplorer,
     SensitivityExplorer,
 )
 
-EXPLORERS = ("sensitivity", "dynamics", "allocation", "comparison")
+EXPLORERS = ("sensitivity", "dynamics", "allocation", "comparison", "layer_scores")
 
 
 def _other(options, value):
@@ -96,6 +99,14 @@ def _build(name: str, results_dir: Path):
                    "bwt_divisor": _other(ex.bwt_divisor.options, ex.bwt_divisor.value),
                    "forgetting": _other(ex.forgetting.options, ex.forgetting.value)}
         return ex, changes, "compare-tiny"
+    if name == "layer_scores":  # as notebook 05 builds it
+        store = results.open_run("layer-scores-tiny", results_dir)
+        oracle = oracle_profiles(results.open_run("oracle-tiny", results_dir).summary("oracle"),
+                                 "gain")
+        ex = LayerScoreExplorer(store.summary("scores"), oracle, store.summary("agreement"))
+        changes = {"score_name": _other(ex.score_name.options, ex.score_name.value),
+                   "task": _other(ex.task.options, ex.task.value)}
+        return ex, changes, "layer-scores-tiny"
     raise SystemExit(f"unknown explorer {name!r}; choose from {', '.join(EXPLORERS)}")
 
 
