@@ -16,7 +16,7 @@ BASE, REFERENCE = "dmole", "seq-lora"
 
 #: label -> (comparison variant, what it changes). "(x)" marks the candidate cause it tests.
 SWITCHES = {
-    "D-MoLE": (BASE, "the paper's settings: 24 rank-8 experts, floor 0.25, support over voters"),
+    "D-MoLE": (BASE, "the paper's settings: 24 rank-8 experts, floor 0.25, voters' support"),
     "(a) capacity": ("dmole+dmole.r=18+dmole.alpha=36",
                      "rank 18 (alpha / r kept at 2): sequential LoRA's trainable parameters"),
     "(b) support over the batch": ("dmole+dmole.train_routing=batch",
@@ -25,7 +25,8 @@ SWITCHES = {
                              "no earlier task's experts join while a task trains"),
     "(c) learning rate x2": ("dmole+train.lr=0.01", "lr 1e-2 instead of 5e-3"),
     "(d) vision floor 0": ("dmole+dmole.vision_floor=0", "no least vision share"),
-    "(d) vision floor 0.1": ("dmole+dmole.vision_floor=0.1", "floor(0.1 B) vision experts at least"),
+    "(d) vision floor 0.1": ("dmole+dmole.vision_floor=0.1",
+                             "at least floor(0.1 B) vision experts"),
     "v1 (LLM only)": ("dmole-v1", "ablation v1: experts only in the LLM"),
     "v1, own experts only": ("dmole+dmole.towers=llm+dmole.train_routing=own",
                              "v1 without the routing mismatch"),

@@ -75,7 +75,7 @@ def layer_representations(model: torch.nn.Module, data: Encoded, batch_size: int
             mask = batch.get("attention_mask")
             seen: dict = {}
 
-            def pre(tower, i):
+            def pre(tower, i, seen=seen):
                 def hook(mod, args):
                     seen[tower, i, "in"] = args[0].detach() if args else None
                 return hook

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import matplotlib as mpl
 import matplotlib.colors as mcolors
-import matplotlib.ticker as mticker
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
