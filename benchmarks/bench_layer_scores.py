@@ -16,6 +16,9 @@ For every task of the preset's stream, on the frozen base model:
 3. compares each with the oracle gains of ``--oracle`` (benchmarks/bench_proxy_oracle.py):
    Spearman over a tower's layers, per task, then mean and std over tasks.
 
+Each task's measurements are kept under <runs_dir>/layer-score-parts as they finish, so an
+interrupted run resumes and a rerun against another oracle measures nothing again.
+
 Writes results/layer-scores-<preset>/ (notebook 05) and benchmarks/results/layer_scores.json.
 """
 
@@ -37,7 +40,7 @@ from dmole_lab.analysis.profiles import (
     layer_profiles,
     oracle_profiles,
 )
-from dmole_lab.config import build_config, parse_cli_overrides, to_dict
+from dmole_lab.config import build_config, config_hash, parse_cli_overrides, resolve_path, to_dict
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
 from dmole_lab.models.loading import load_model
@@ -53,8 +56,14 @@ from dmole_lab.store import write_json, write_table
 from dmole_lab.viz.results import RESULTS_DIR, open_run
 
 
-def task_scores(cfg, model, processor, stream, task, batches, tune_steps):
-    """One task's factors table and its CKA and snip/fisher layer scores."""
+def task_scores(cfg, model, processor, stream, task, batches, tune_steps,
+                cache: Path | None = None):
+    """One task's factors table and its CKA and snip/fisher layer scores; read back from
+    ``cache`` when this config, batch count and tuning length already produced them (so an
+    interrupted run resumes, and a new oracle is compared without measuring again)."""
+    done = [cache / f"{task}-{kind}.parquet" for kind in ("factors", "scores")] if cache else []
+    if done and all(p.is_file() for p in done):
+        return tuple(pd.read_parquet(p) for p in done)
     bs = cfg.train.batch_size
     probe = encode(processor, stream.train[task][: batches * bs])
     held_out = encode(processor, stream.test[task])
@@ -70,7 +79,10 @@ def task_scores(cfg, model, processor, stream, task, batches, tune_steps):
                                       replace(cfg.train, max_steps=tune_steps, epochs=10**6),
                                       cfg.lora.r, cfg.lora.alpha)
         parts.append(cka_change(base, tuned).assign(task=task, score_name="cka_change"))
-    return factors, pd.concat(parts, ignore_index=True)
+    other = pd.concat(parts, ignore_index=True)
+    for path, table in zip(done, (factors, other)):
+        write_table(path, table)
+    return factors, other
 
 
 def all_scores(factors: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
@@ -123,8 +135,11 @@ def main(argv=None) -> int:
     stream = build_stream(cfg.stream, progress=False)
     t0 = time.perf_counter()
     factors, other = [], []
+    cache = (resolve_path(cfg.runs_dir) / "layer-score-parts"
+             / f"{args.preset}-{config_hash(cfg)}-k{args.batches}-tune{args.tune_steps}")
     for task in tasks:
-        f, o = task_scores(cfg, model, processor, stream, task, args.batches, args.tune_steps)
+        f, o = task_scores(cfg, model, processor, stream, task, args.batches, args.tune_steps,
+                           cache)
         factors.append(f)
         other.append(o)
         print(f"{task}: {time.perf_counter() - t0:.1f} s", flush=True)
