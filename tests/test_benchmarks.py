@@ -49,11 +49,18 @@ def test_bench_proxy_oracle_smoke_resumes_seeds_and_feeds_the_layer_scores(
     assert set(ceiling["seeds_per_half"]) == {1} and ceiling["single"].between(-1, 1).all()
 
     layer_json = tmp_path / "layer_scores.json"
-    _run("bench_layer_scores.py", ["--preset", "smoke", "--tasks", "caption,ocr",
-                                   "--tune-steps", "2", "--oracle", str(tmp_path / "res"),
-                                   "--results-dir", str(tmp_path / "res"),
-                                   "--json", str(layer_json), *_overrides(smoke_overrides)],
-         monkeypatch)
+    layer_args = ["--preset", "smoke", "--tasks", "caption,ocr", "--tune-steps", "2",
+                  "--oracle", str(tmp_path / "res"), "--results-dir", str(tmp_path / "res"),
+                  "--json", str(layer_json), *_overrides(smoke_overrides)]
+    _run("bench_layer_scores.py", layer_args, monkeypatch)
+    parts = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob(
+        "layer-score-parts/*/*.parquet")}
+    assert len(parts) == 2 * 2  # tasks x (factors, scores)
+    first = json.loads(layer_json.read_text())
+    _run("bench_layer_scores.py", layer_args, monkeypatch)  # read back, nothing measured
+    assert {p: p.stat().st_mtime_ns for p in parts} == parts
+    assert json.loads(layer_json.read_text())["spearman_with_oracle"] == first[
+        "spearman_with_oracle"]
     scores = json.loads(layer_json.read_text())["spearman_with_oracle"]
     assert {"vision/grad_norm", "llm/cka_change", "llm/grad_norm:layer_z",
             "vision/grad_norm*resid_rms"} <= set(scores)
