@@ -24,7 +24,7 @@ from dmole_lab.viz import results
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
 #: Exercises whose right answer comes from the student's own training run.
-TRAINING = ("01.4", "02.3", "02.4", "03.1", "03.4", "04.5")
+TRAINING = ("01.4", "02.3", "02.4", "03.1", "03.4", "04.5", "05.3")
 READING = [i for i in EXERCISES if i not in TRAINING]
 
 
@@ -71,7 +71,7 @@ def test_the_answers_on_the_shipped_results():
     assert right_answer("01.2") == {"vision": {"grad_norm", "grad_norm_per_param"},
                                     "llm": {"snip"}}
     assert right_answer("01.3") == 15
-    assert right_answer("01.5") == pytest.approx(-0.217, abs=0.01)
+    assert right_answer("01.5") == pytest.approx(-0.20, abs=0.01)
     assert right_answer("02.1") == [0, 1]
     assert right_answer("02.2") == ["grounding", "textcap", "count_mc", "ocr", "relation_cap",
                                     "color_mc", "arith_vqa", "color_vqa"]
@@ -83,6 +83,8 @@ def test_the_answers_on_the_shipped_results():
     assert right_answer("04.2") == {"multitask"}
     assert right_answer("04.3")["kept"] == ["multitask"]
     assert right_answer("04.4") == {"Last": True, "MFT": False}
+    assert right_answer("05.1") == {"(b) own experts only"}
+    assert right_answer("05.2") == {"snip"}
 
 
 @pytest.mark.parametrize("placeholder", [None, ...])
@@ -136,7 +138,7 @@ def _edit_table(run: Path, name: str, edit) -> None:
 
 @pytest.mark.parametrize("exercise_id", TRAINING)
 def test_a_missing_run_gets_its_command(exercise_id, tmp_path, capsys):
-    assert check(exercise_id, True if exercise_id in ("01.4", "02.3") else 1.0,
+    assert check(exercise_id, True if exercise_id in ("01.4", "02.3", "05.3") else 1.0,
                  runs_dir=tmp_path) is False
     out = capsys.readouterr().out
     assert out.startswith(f"{exercise_id}: this exercise reads your own")
@@ -194,11 +196,11 @@ def test_03_4_judges_a_prediction_against_the_v3_run(tmp_path):
     assert right_answer("03.4", runs_dir=tmp_path) == pytest.approx(2 * measured)
 
 
-def test_01_4_compares_the_seeds_agreement_on_the_tasks_run(tmp_path):
-    oracle = _copy_run("oracle-tiny", tmp_path / exercises.ORACLE_80 / "oracle-tiny")
-    assert right_answer("01.4", runs_dir=tmp_path) is False  # the same run: no rise
+def test_01_4_compares_single_seed_agreement_on_the_tasks_run(tmp_path):
+    oracle = _copy_run("oracle-tiny", tmp_path / exercises.ORACLE_40 / "oracle-tiny")
+    assert right_answer("01.4", runs_dir=tmp_path) is False  # the same run: no fall
     _edit_table(oracle, "oracle_ceiling", lambda c: c[c["task"].isin(["caption", "ocr"])]
-                .assign(spearman=lambda x: x["spearman"] + 0.05))
+                .assign(single=lambda x: x["single"] - 0.05))
     assert right_answer("01.4", runs_dir=tmp_path) is True
     assert check("01.4", True, runs_dir=tmp_path) and not check("01.4", False, runs_dir=tmp_path)
 
@@ -216,6 +218,25 @@ def test_04_5_reads_the_routing_comparison(tmp_path):
     runs.to_parquet(out / "runs.parquet")
     assert right_answer("04.5", runs_dir=tmp_path) == pytest.approx(-8.0 / (len(tasks) - 1))
     assert check("04.5", -1.0, runs_dir=tmp_path) and not check("04.5", 0.0, runs_dir=tmp_path)
+
+
+def test_05_3_sets_the_combined_run_against_own_experts_only(tmp_path):
+    scores, runs = results.open_comparison("plasticity-tiny")
+    own = "dmole+dmole.train_routing=own"
+    scores = scores[(scores["variant"] == own) & (scores["seed"] == 0)].assign(
+        variant=exercises.COMBINED_VARIANT)
+    runs = runs[(runs["variant"] == own) & (runs["seed"] == 0)].assign(
+        variant=exercises.COMBINED_VARIANT)
+    out = tmp_path / exercises.COMPARE_COMBINED
+    out.mkdir()
+    runs.to_parquet(out / "runs.parquet")
+    scores.to_parquet(out / "scores.parquet")
+    assert right_answer("05.3", runs_dir=tmp_path) is False  # the same scores: not higher
+    learned = scores["stage"] >= 1
+    scores.assign(value=scores["value"].where(~learned, scores["value"] + 5.0)).to_parquet(
+        out / "scores.parquet")
+    assert right_answer("05.3", runs_dir=tmp_path) is True
+    assert check("05.3", True, runs_dir=tmp_path) and not check("05.3", False, runs_dir=tmp_path)
 
 
 # ------------------------------------------------------------------------------------------

@@ -507,8 +507,11 @@ def proxy_oracle_bars(pooled: pd.DataFrame, ax=None, title: str | None = None):
         ax.bar(np.arange(len(proxies)) + k * width, d["mean"], width, yerr=d["std"],
                label=tower, capsize=2, color=TOWER_COLORS.get(tower))
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_xticks(np.arange(len(proxies)) + width * (len(towers) - 1) / 2,
-                  [_wrap_name(p) for p in proxies])
+    ticks = np.arange(len(proxies)) + width * (len(towers) - 1) / 2
+    if len(proxies) > 6:  # many names: slanted, each on one line
+        ax.set_xticks(ticks, proxies, rotation=30, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(ticks, [_wrap_name(p) for p in proxies])
     ax.set_ylabel("Spearman vs oracle gain")
     ax.set_ylim(-1, 1)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
