@@ -33,6 +33,7 @@ DOCS = {
     "nb02": ROOT / "notebooks" / "02_allocation_heatmaps.py",
     "nb03": ROOT / "notebooks" / "03_curriculum_dynamics.py",
     "nb04": ROOT / "notebooks" / "04_forgetting_curves.py",
+    "nb05": ROOT / "notebooks" / "05_what_holds.py",
 }
 #: The continual peers of the comparison (multi-task is the reference, dmole-v* are ablations).
 PEERS = ("seq-ft", "seq-lora", "lwf", "ewc", "o-lora", "moelora", "mole", "mola", "branchlora")
@@ -406,6 +407,92 @@ def _reliability_quote(s: Shipped) -> tuple:
             r.loc[("vision", 32), "stability"], r.loc["vision", "oracle"].mean(),
             r.loc["llm", "oracle"].mean(), r.loc["llm", "oracle"].min(),
             r.loc["llm", "oracle"].max())
+
+
+# ------------------------------------------------------------------------ notebook 05
+@functools.cache
+def _switches() -> pd.DataFrame:
+    """Per-run metrics of the shipped plasticity switches, with their join shares."""
+    from dmole_lab.analysis.compare import run_metrics
+    from dmole_lab.analysis.plasticity import labelled
+
+    scores, runs = (pd.read_parquet(RESULTS / "plasticity-tiny" / f"{n}.parquet")
+                    for n in ("scores", "runs"))
+    return labelled(run_metrics(scores, runs)).merge(
+        labelled(runs)[["variant", "seed", "train_join_share"]], on=["variant", "seed"])
+
+
+def _switch(label: str, metric: str) -> float:
+    d = _switches()
+    return float(d[d.variant == label][metric].mean())
+
+
+def _effect(label: str, metric: str) -> tuple[float, float]:
+    from dmole_lab.analysis.plasticity import paired_effects
+
+    e = paired_effects(_switches())
+    row = e[(e.variant == label) & (e.metric == metric)].iloc[0]
+    return float(row.effect), float(row.se)
+
+
+def _layer(name: str) -> pd.DataFrame:
+    return Shipped().run("layer-scores-tiny").summary(name)
+
+
+def _pooled(score: str) -> tuple[float, float]:
+    p = _layer("agreement_pooled").set_index(["score_name", "tower"])["mean"]
+    return float(p[(score, "vision")]), float(p[(score, "llm")])
+
+
+def _excess(tower: str, factor: str) -> float:
+    e = _layer("layer_zero_excess")
+    return float(e[(e.tower == tower) & (e.factor == factor)]["ratio"].mean())
+
+
+def _oracle_spread() -> tuple:
+    """Per tower: the seed std of a layer's gain and the spread of the layers' mean gains."""
+    o = Shipped().run("oracle-tiny").summary("oracle")
+    g = o.groupby(["task", "tower", "layer"])["gain"].agg(["mean", "std"]).reset_index()
+    out = {}
+    for tower, d in g.groupby("tower"):
+        out[tower] = (float(d["std"].mean()), float(d.groupby("task")["mean"].std().mean()))
+    return out["vision"][0], out["vision"][1], out["llm"][1], out["llm"][0]
+
+
+def _ceiling(column: str, tower: str) -> float:
+    c = Shipped().run("oracle-tiny").summary("oracle_ceiling")
+    return float(c[c.tower == tower][column].mean())
+
+
+def _oracle_best_early(s: Shipped) -> tuple:
+    from dmole_lab.analysis.profiles import oracle_profiles
+
+    prof = oracle_profiles(s.run("oracle-tiny").summary("oracle"), "gain")
+    v = prof[prof.tower == "vision"]
+    best = v.loc[v.groupby("task")["gain"].idxmax(), "layer"]
+    return int((best <= 1).sum()), len(best)
+
+
+def _probe_share(s: Shipped) -> tuple:
+    return (100 * sum(s.stages("dmole-tiny", "probe_seconds"))
+            / sum(s.stages("dmole-tiny", "train_seconds")),)
+
+
+def _general_retention(s: Shipped) -> tuple:
+    others = [v for v in s.table.index if v not in ("dmole",) and not v.startswith("dmole-")]
+    return (s.mean("dmole", "Retention"), min(s.mean(v, "Retention") for v in others),
+            max(s.mean(v, "Retention") for v in others))
+
+
+def _resid_flattens(s: Shipped) -> None:
+    from dmole_lab.analysis.profiles import factor_scores
+
+    f = factor_scores(_layer("factors"))
+    f = f[(f.tower == "vision") & (f.score_name == "grad_norm*resid_rms")]
+    w = f.pivot(index="task", columns="layer", values="score")
+    ratio = (w[0] / w.drop(columns=0).mean(axis=1)).mean()
+    assert ratio < 2.0, ratio  # "removes most of the peak" (5.3 before)
+    return ()
 
 
 # ------------------------------------------------------------------- the quoted sentences
@@ -829,6 +916,115 @@ QUOTES = [
                      min(s.mean(v, "General") for v in s.table.index if v != "dmole-v2"),
                      max(s.mean(v, "General") for v in s.table.index if v != "dmole-v2"),
                      s.mean("dmole-v2", "General"))),
+    # ------------------------------------------------------------------------ notebook 05
+    Quote("nb05-ratio", "nb05",
+          rf"the LLM's gradient norm is ({NUM})-({NUM}) times the vision tower's, median per task",
+          lambda s: (s.ratio("seq-lora-tiny", "grad_norm")["median"].min(),
+                     s.ratio("seq-lora-tiny", "grad_norm")["median"].max())),
+    Quote("nb05-alike", "nb05",
+          rf"\(mean pairwise Spearman ({NUM}) in vision, ({NUM}) in the LLM\).{{0,120}}?nearly "
+          rf"one profile \(({NUM}) and ({NUM})\)",
+          lambda s: (*(s.bench("proxy_oracle")["task_profile_mean_pairwise_spearman"]["oracle"][t]
+                       for t in ("vision", "llm")),
+                     *(s.bench("proxy_oracle")["task_profile_mean_pairwise_spearman"]
+                       ["proxy grad_norm"][t] for t in ("vision", "llm")))),
+    Quote("nb05-probe-share", "nb05", rf"Probing costs about 1.5% of training time.\*\* Yes: "
+          rf"({NUM})%", _probe_share),
+    Quote("nb05-bwt", "nb05",
+          rf"Yes: ({NUM}) against ({NUM}); every continual peer lies between ({NUM}) and ({NUM})",
+          lambda s: (s.mean("dmole", "BWT"), s.mean("o-lora", "BWT"),
+                     max(s.mean(v, "BWT") for v in PEERS), min(s.mean(v, "BWT") for v in PEERS))),
+    Quote("nb05-lead", "nb05",
+          rf"Last, yes: ({NUM}) over O-LoRA and ({NUM}) over the best continual peer, BranchLoRA. "
+          rf"AVG only within the spread: ({NUM}) over O-LoRA, ({NUM}) over BranchLoRA",
+          lambda s: (s.mean("dmole", "Last") - s.mean("o-lora", "Last"),
+                     s.mean("dmole", "Last") - max(s.mean(v, "Last") for v in PEERS),
+                     s.mean("dmole", "AVG") - s.mean("o-lora", "AVG"),
+                     s.mean("dmole", "AVG") - s.mean("branchlora", "AVG"))),
+    Quote("nb05-general", "nb05",
+          rf"keeps ({NUM})% of its zero-shot score under D-MoLE, ({NUM})-({NUM})% under the others",
+          _general_retention),
+    Quote("nb05-v1", "nb05", rf"\(AVG ({NUM}) against ({NUM})\), and v2",
+          lambda s: (s.mean("dmole-v1", "AVG"), s.mean("dmole", "AVG"))),
+    Quote("nb05-mft", "nb05", rf"\(MFT ({NUM}) against ({NUM}) for sequential LoRA\)",
+          lambda s: (s.mean("dmole", "MFT"), s.mean("seq-lora", "MFT"))),
+    Quote("nb05-oracle", "nb05",
+          rf"its two halves agree at ({NUM}) \(mean over tasks; single seeds at ({NUM})\)\. The "
+          rf"vision tower's cannot: its halves agree at only ({NUM}) \(single seeds ({NUM})\)",
+          lambda s: (_ceiling("spearman", "llm"), _ceiling("single", "llm"),
+                     _ceiling("spearman", "vision"), _ceiling("single", "vision"))),
+    Quote("nb05-oracle-spread", "nb05",
+          rf"\(std ({NUM}), mean over layers and tasks\) as much as the six layers' mean gains "
+          rf"differ from each other \(std ({NUM})\); in the LLM the layers differ \(({NUM})\) "
+          rf"more than a seed moves them \(({NUM})\)", lambda s: _oracle_spread()),
+    Quote("nb05-reliability", "nb05",
+          rf"\(LLM: ({NUM}) between probes at D-MoLE's two batches, ({NUM}) at 32\).{{0,120}}?"
+          rf"about ({NUM})-({NUM}) in the vision tower and ({NUM})-({NUM}) in the LLM",
+          lambda s: (lambda r: (r.loc[("llm", 2), "stability"], r.loc[("llm", 32), "stability"],
+                                r.loc["vision", "oracle"].min(), r.loc["vision", "oracle"].max(),
+                                r.loc["llm", "oracle"].min(), r.loc["llm", "oracle"].max()))(
+              _reliability(s))),
+    Quote("nb05-layer0", "nb05",
+          rf"Layer 0's gradient norm is ({NUM}) times the other vision layers' and ({NUM}) times "
+          rf"the other LLM layers'.{{0,120}}?\(({NUM})-({NUM})\); the gradient reaching layer "
+          rf"0's outputs is what differs \(({NUM}) and ({NUM}) times\).{{0,120}}?has ({NUM}) of "
+          rf"the RMS.{{0,300}}?as large as elsewhere \(({NUM})\)",
+          lambda s: (_excess("vision", "grad_norm"), _excess("llm", "grad_norm"),
+                     min(_excess(t, f) for t in ("vision", "llm")
+                         for f in ("weight_norm", "input_rms", "norm_gain")),
+                     max(_excess(t, f) for t in ("vision", "llm")
+                         for f in ("weight_norm", "input_rms", "norm_gain")),
+                     _excess("vision", "grad_out_rms"), _excess("llm", "grad_out_rms"),
+                     _excess("vision", "resid_rms"), _excess("llm", "resid_rms"))),
+    Quote("nb05-resid-flattens", "nb05", r"Multiplying it back \(`grad_norm\*resid_rms`\) "
+          r"removes most of the peak", _resid_flattens),
+    Quote("nb05-scores", "nb05",
+          rf"\(`grad_norm` ({NUM}) in vision and ({NUM}) in the LLM here.{{0,150}}?"
+          rf"`grad_norm/weight_norm` \(({NUM}), ({NUM})\) and `snip` \(({NUM}), ({NUM})\)"
+          rf".{{0,200}}?\(`grad_norm\*resid_rms` ({NUM}), `grad_norm:layer_z` ({NUM})\)"
+          rf".{{0,200}}?`cka_transform` follows the oracle in vision \(({NUM})\) and goes "
+          rf"against it in the LLM \(({NUM})\), `cka_change` the reverse \(({NUM}), ({NUM})\)",
+          lambda s: (*_pooled("grad_norm"), *_pooled("grad_norm/weight_norm"), *_pooled("snip"),
+                     _pooled("grad_norm*resid_rms")[0], _pooled("grad_norm:layer_z")[0],
+                     *_pooled("cka_transform"), *_pooled("cka_change"))),
+    Quote("nb05-best-early", "nb05", r"is layer 0 or 1 for (\d) of the (\d) tasks",
+          _oracle_best_early),
+    Quote("nb05-params", "nb05",
+          rf"rank-8 attention experts per task \(({NUM}) parameters\).{{0,120}}?\(({NUM})\)\. "
+          rf"The switch raises the expert\s+rank to 18 \(alpha / r kept at 2\): ({NUM}) parameters",
+          lambda s: tuple(_switch(v, "params_per_task") for v in
+                          ("D-MoLE", "sequential LoRA", "(a) capacity"))),
+    Quote("nb05-own", "nb05",
+          rf"experts join ({NUM})% of a new task's training batches.{{0,200}}?MFT rises from "
+          rf"({NUM}) to ({NUM}) \(({NUM}) \+- ({NUM}), higher at every seed\), close to "
+          rf"sequential LoRA's ({NUM}), and AVG from ({NUM}) to ({NUM}).{{0,200}}?cuts the joins "
+          rf"to ({NUM})% of batches and buys a third as much \(MFT ({NUM}) \+- ({NUM})\)",
+          lambda s: (100 * _switch("D-MoLE", "train_join_share"), _switch("D-MoLE", "MFT"),
+                     _switch("(b) own experts only", "MFT"),
+                     *_effect("(b) own experts only", "MFT"),
+                     _switch("sequential LoRA", "MFT"), _switch("D-MoLE", "AVG"),
+                     _switch("(b) own experts only", "AVG"),
+                     100 * _switch("(b) support over the batch", "train_join_share"),
+                     *_effect("(b) support over the batch", "MFT"))),
+    Quote("nb05-small-causes", "nb05",
+          rf"\(rank 18\) adds ({NUM}) \+-\s+({NUM}) to MFT, no vision floor ({NUM}) \+- ({NUM}) "
+          rf"\(the 0.1 floor ({NUM}) \+- ({NUM})\).{{0,120}}?lowers MFT by ({NUM}) \+- ({NUM})",
+          lambda s: (*_effect("(a) capacity", "MFT"), *_effect("(d) vision floor 0", "MFT"),
+                     *_effect("(d) vision floor 0.1", "MFT"),
+                     -_effect("(c) learning rate x2", "MFT")[0],
+                     _effect("(c) learning rate x2", "MFT")[1])),
+    Quote("nb05-v1-after", "nb05",
+          rf"full method's AVG is ({NUM}), above default v1's ({NUM}) at every seed.{{0,120}}?"
+          rf"reaches MFT ({NUM}) and AVG ({NUM}) \(({NUM})-({NUM}) over the seeds\), above "
+          rf"sequential LoRA's MFT \(({NUM})\) and above even multi-task's AVG in notebook 04 "
+          rf"\(({NUM})\).{{0,200}}?by ({NUM}) AVG",
+          lambda s: (_switch("(b) own experts only", "AVG"), _switch("v1 (LLM only)", "AVG"),
+                     _switch("v1, own experts only", "MFT"), _switch("v1, own experts only", "AVG"),
+                     _switches().query("variant == 'v1, own experts only'")["AVG"].min(),
+                     _switches().query("variant == 'v1, own experts only'")["AVG"].max(),
+                     _switch("sequential LoRA", "MFT"), s.mean("multitask", "AVG"),
+                     _switch("v1, own experts only", "AVG")
+                     - _switch("(b) own experts only", "AVG"))),
 ]
 
 
@@ -913,3 +1109,29 @@ def test_allocation_explorer_update_time_quoted_in_readme(shipped):
     alloc = shipped.bench("widgets")["explorers"]["allocation"]
     assert int(m.group(1)) == round(alloc["allocation_only"]["median_ms"], -1)
     assert int(m.group(2)) == round(alloc["median_ms"], -1)
+
+
+LAYER_TABLE = pipe_table("benchmarks/README", "| Spearman with the oracle, mean +- std over 9")
+
+
+@pytest.mark.parametrize("row", LAYER_TABLE, ids=lambda r: r[next(iter(r))])
+def test_layer_scores_table(row, shipped):
+    name, vision, llm = list(row.values())
+    got = shipped.bench("layer_scores")["spearman_with_oracle"]
+    assert [vision, llm] == [got[f"{t}/{name.strip('`')}"] for t in ("vision", "llm")]
+
+
+PLASTICITY_TABLE = pipe_table("benchmarks/README", "| variant | MFT | AVG | training batches")
+
+
+@pytest.mark.parametrize("row", PLASTICITY_TABLE, ids=lambda r: r["variant"])
+def test_plasticity_table(row, shipped):
+    label = row["variant"].replace(" (rank 18)", "")
+    pairs = [(row["MFT"], _switch(label, "MFT")), (row["AVG"], _switch(label, "AVG"))]
+    if row["training batches joined"]:
+        pairs.append((row["training batches joined"],
+                      100 * _switch(label, "train_join_share")))
+    if row["MFT vs default"]:
+        effect, se = mean_std(row["MFT vs default"])
+        pairs += list(zip((effect, se), _effect(label, "MFT")))
+    check(pairs, f"plasticity table, {label}")
