@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from itertools import combinations
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +31,7 @@ from dmole_lab.analysis.profiles import (
     TOWERS,
     layer_profiles,
     mean_offdiagonal,
+    oracle_ceiling,
     oracle_profiles,
     proxy_vs_oracle,
     task_correlations,
@@ -77,28 +77,6 @@ def oracle_table(cfg, tasks, steps, seeds, progress=True, cache: Path | None = N
             parts.append(g)
             print(f"oracle {task} seed {seed}: {time.perf_counter() - t0:.1f} s", flush=True)
     return pd.concat(parts, ignore_index=True)
-
-
-def oracle_ceiling(oracle: pd.DataFrame) -> pd.DataFrame:
-    """How far the oracle agrees with itself, per task and tower.
-
-    ``spearman``: Spearman between the mean gains of the even and of the odd seeds (two
-    independent oracles of ``seeds_per_half`` seeds each; with two seeds, seed 0 against seed
-    1). The oracle that proxies are compared with averages all seeds, so it is at least this
-    reliable. ``single``: mean Spearman over every pair of single seeds."""
-    rows = []
-    for (task, tower), d in oracle.groupby(["task", "tower"], sort=False):
-        w = d.pivot(index="layer", columns="seed", values="gain")
-        if w.shape[1] < 2:
-            continue
-        seeds = list(w.columns)
-        halves = w[seeds[0::2]].mean(axis=1), w[seeds[1::2]].mean(axis=1)
-        pairs = [spearmanr(w[a], w[b]).statistic for a, b in combinations(seeds, 2)]
-        rows.append({"task": task, "tower": tower,
-                     "spearman": float(spearmanr(*halves).statistic),
-                     "single": float(pd.Series(pairs).mean()),
-                     "seeds_per_half": len(seeds) // 2})
-    return pd.DataFrame(rows)
 
 
 def main(argv=None) -> int:

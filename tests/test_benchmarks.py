@@ -70,9 +70,8 @@ def test_bench_proxy_oracle_smoke_resumes_seeds_and_feeds_the_layer_scores(
 
 
 def test_oracle_ceiling_compares_the_means_of_even_and_odd_seeds():
-    import runpy as _runpy
+    from dmole_lab.analysis.profiles import oracle_ceiling as ceiling
 
-    ceiling = _runpy.run_path(str(BENCH / "bench_proxy_oracle.py"))["oracle_ceiling"]
     layers = range(5)
     # seeds 0 and 2 rank layers one way, 1 and 3 the reverse: halves disagree, pairs mixed
     rows = [{"task": "a", "tower": "llm", "layer": i, "seed": s,
@@ -352,3 +351,21 @@ def test_bench_plasticity_smoke_runs_every_switch_and_pairs_them(smoke_overrides
     assert params["dmole+dmole.r=18+dmole.alpha=36"] == pytest.approx(params["dmole"] * 18 / 8)
     effects = result["paired_effects_vs_default"]
     assert {"(b) own experts only/MFT", "v1 (LLM only)/AVG"} <= set(effects)
+
+
+def test_bench_oracle_agreement_smoke_reads_shared_seeds_and_trains_the_rest(
+        smoke_overrides, tmp_path, monkeypatch, capsys):
+    args = ["--preset", "smoke", "--tasks", "caption,ocr", "--steps", "2",
+            *_overrides(smoke_overrides)]
+    _run("bench_proxy_oracle.py", [*args, "--seeds", "2", "--results-dir", str(tmp_path / "res"),
+                                   "--json", str(tmp_path / "o.json")], monkeypatch)
+    capsys.readouterr()
+    out = tmp_path / "agreement.json"
+    _run("bench_oracle_agreement.py", [*args, "--seeds", "4", "--tower", "vision",
+                                       "--json", str(out)], monkeypatch)
+    trained = [ln.split(":")[0] for ln in capsys.readouterr().out.splitlines()
+               if ln.startswith("oracle ")]
+    assert trained == [f"oracle {t} vision seed {s}" for t in ("caption", "ocr") for s in (2, 3)]
+    result = json.loads(out.read_text())
+    assert [r["seeds"] for r in result["agreement"]] == [2, 4]
+    assert all(-1 <= r["split_half"] <= 1 for r in result["agreement"])

@@ -108,6 +108,30 @@ def oracle_profiles(oracle: pd.DataFrame, column: str = "score") -> pd.DataFrame
             .rename(column).reset_index())
 
 
+def oracle_ceiling(oracle: pd.DataFrame) -> pd.DataFrame:
+    """How far the oracle agrees with itself, per task and tower.
+
+    ``spearman``: Spearman between the mean gains of the even and of the odd seeds (two
+    independent oracles of ``seeds_per_half`` seeds each; with two seeds, seed 0 against seed
+    1). The oracle that proxies are compared with averages all seeds, so it is at least this
+    reliable. ``single``: mean Spearman over every pair of single seeds."""
+    from itertools import combinations
+
+    rows = []
+    for (task, tower), d in oracle.groupby(["task", "tower"], sort=False):
+        w = d.pivot(index="layer", columns="seed", values="gain")
+        if w.shape[1] < 2:
+            continue
+        seeds = list(w.columns)
+        halves = w[seeds[0::2]].mean(axis=1), w[seeds[1::2]].mean(axis=1)
+        pairs = [spearmanr(w[a], w[b]).statistic for a, b in combinations(seeds, 2)]
+        rows.append({"task": task, "tower": tower,
+                     "spearman": float(spearmanr(*halves).statistic),
+                     "single": float(pd.Series(pairs).mean()),
+                     "seeds_per_half": len(seeds) // 2})
+    return pd.DataFrame(rows)
+
+
 def normalise(profiles: pd.DataFrame, how: str = "minmax") -> pd.DataFrame:
     """Profiles with ``score`` normalised per task and tower (see :data:`NORMALISATIONS`)."""
     if how not in NORMALISATIONS:
