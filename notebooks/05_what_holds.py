@@ -100,7 +100,10 @@ pd.set_option("display.width", 200)
 # layer's gain varies from seed to seed (std 0.38, mean over layers and tasks) as much as the
 # six layers' mean gains differ from each other (std 0.35); in the LLM the layers differ
 # (0.19) more than a seed moves them (0.11). Six vision layers that buy almost the same loss
-# have no ranking to find, so no proxy can match one there. Cost: the 54 (task, seed) runs
+# have no ranking to find, so no proxy can match one there. Six more seeds for the vision
+# layers alone raise the agreement of the halves only to 0.57 at twelve seeds
+# (`python benchmarks/bench_oracle_agreement.py --tower vision --seeds 12`, 1,458 s more).
+# Cost of the shipped oracle: the 54 (task, seed) runs
 # took 5,082 s of process time on this 2-core machine, with other jobs sharing it (91 s each);
 # they are kept under `runs/oracle-parts`, so more seeds train only the new ones.
 

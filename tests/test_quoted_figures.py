@@ -953,6 +953,9 @@ QUOTES = [
           rf"vision tower's cannot: its halves agree at only ({NUM}) \(single seeds ({NUM})\)",
           lambda s: (_ceiling("spearman", "llm"), _ceiling("single", "llm"),
                      _ceiling("spearman", "vision"), _ceiling("single", "vision"))),
+    Quote("nb05-oracle-more-seeds", "nb05",
+          rf"raise the agreement of the halves only to ({NUM}) at twelve seeds",
+          lambda s: (s.bench("oracle_agreement")["agreement"][-1]["split_half"],)),
     Quote("nb05-oracle-spread", "nb05",
           rf"\(std ({NUM}), mean over layers and tasks\) as much as the six layers' mean gains "
           rf"differ from each other \(std ({NUM})\); in the LLM the layers differ \(({NUM})\) "
@@ -1135,3 +1138,14 @@ def test_plasticity_table(row, shipped):
         effect, se = mean_std(row["MFT vs default"])
         pairs += list(zip((effect, se), _effect(label, "MFT")))
     check(pairs, f"plasticity table, {label}")
+
+
+AGREEMENT_TABLE = pipe_table("benchmarks/README", "| seeds | 2 | 4 |")
+
+
+def test_oracle_agreement_table(shipped):
+    rows = shipped.bench("oracle_agreement")["agreement"]
+    split, single = AGREEMENT_TABLE
+    pairs = [(split[str(r["seeds"])], r["split_half"]) for r in rows]
+    pairs += [(single[str(r["seeds"])], r["single"]) for r in rows]
+    check(pairs, "oracle agreement table")
