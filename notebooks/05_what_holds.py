@@ -148,7 +148,7 @@ plots.proxy_reliability(reliability, "grad_norm",
 # tower, layer 0's value over the mean of the other layers (1 = no different).
 #
 # ```bash
-# python benchmarks/bench_layer_scores.py --preset tiny   # about 8 minutes on 2 CPU cores
+# python benchmarks/bench_layer_scores.py --preset tiny   # about 6 minutes on 2 CPU cores
 # ```
 
 # %%
