@@ -145,3 +145,15 @@ def test_oracle_profiles_average_the_oracle_seeds_per_layer():
         {"task": "b", "tower": "llm", "layer": 0, "score": 2.0},  # the table's task order
         {"task": "a", "tower": "llm", "layer": 0, "score": 0.375}]
     assert list(oracle_profiles(oracle, "gain").columns) == ["task", "tower", "layer", "gain"]
+
+
+def test_one_task_has_no_partner_to_be_alike_with():
+    import math
+
+    from dmole_lab.analysis.profiles import mean_offdiagonal, task_correlations
+
+    prof = pd.DataFrame({"task": "a", "tower": "llm", "layer": [0, 1, 2],
+                         "score": [3.0, 1.0, 2.0]})
+    corr = task_correlations(prof, "llm")
+    assert corr.shape == (1, 1) and corr.iloc[0, 0] == 1.0
+    assert math.isnan(mean_offdiagonal(corr))

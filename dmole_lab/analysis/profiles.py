@@ -184,6 +184,8 @@ def task_correlations(profiles: pd.DataFrame, tower: str,
     (docs/method.md section 1).
     """
     m = profile_matrix(profiles, tower, tasks)
+    if len(m) < 2:  # one task: nothing to compare it with
+        return pd.DataFrame(np.ones((len(m), len(m))), index=m.index, columns=m.index)
     rho = spearmanr(m.to_numpy(dtype=float), axis=1).statistic
     rho = np.atleast_2d(rho) if len(m) > 2 else np.array([[1.0, rho], [rho, 1.0]])
     return pd.DataFrame(rho, index=m.index, columns=m.index)
@@ -208,7 +210,7 @@ def mean_offdiagonal(corr: pd.DataFrame) -> float:
     """Mean of a correlation matrix's off-diagonal entries (one number for 'how alike')."""
     a = corr.to_numpy(dtype=float)
     mask = ~np.eye(len(a), dtype=bool)
-    return float(a[mask].mean())
+    return float(a[mask].mean()) if mask.any() else float("nan")
 
 
 def proxy_vs_oracle(table: pd.DataFrame, oracle: pd.DataFrame,
