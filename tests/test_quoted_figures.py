@@ -747,8 +747,8 @@ QUOTES = [
     Quote("nb01-probe-batches", "nb01",
           rf"agreement between probes rises from ({NUM}) with one batch and ({NUM}) with "
           rf"D-MoLE's two to ({NUM}) with 32 \(vision: ({NUM}) to ({NUM})\).{{0,200}}?about "
-          rf"({NUM}) in the vision tower and about ({NUM}) in the LLM \(between ({NUM}) and ({NUM}) "
-          rf"for `grad_norm`\)", _reliability_quote),
+          rf"({NUM}) in the vision tower and about ({NUM}) in the LLM \(between ({NUM}) and "
+          rf"({NUM}) for `grad_norm`\)", _reliability_quote),
     Quote("nb01-gradient-ratio", "nb01",
           rf"the median LLM / vision ratio per task runs from about ({NUM}) \((\w+)\) to about "
           rf"({NUM}) \((\w+)\). The relative updates are closer: at the end of each stage the "
