@@ -77,6 +77,29 @@ def _is_dmole(name: str) -> bool:
     return _method_key(name) == "dmole"
 
 
+def _legend_outside(ax, **kw) -> None:
+    """The legend to the right of ``ax``, top-aligned, off the data."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              frameon=False, **kw)
+
+
+def _variant_bars(ax, variants: list[str], values: dict, errors: dict, rotation: int) -> None:
+    """Grouped bars, one group per variant and one bar per key of ``values`` (error bars from
+    ``errors``), each variant's name in its fixed colour and D-MoLE's in bold, the legend
+    outside."""
+    width = 0.8 / len(values)
+    x = np.arange(len(variants))
+    for k, (m, v) in enumerate(values.items()):
+        ax.bar(x + (k - (len(values) - 1) / 2) * width, v, width, yerr=errors[m].fillna(0.0),
+               label=m, capsize=2)
+    ax.set_xticks(x, variants, rotation=rotation, ha="right")
+    for label in ax.get_xticklabels():
+        label.set_color(method_color(label.get_text()))
+        if _is_dmole(label.get_text()):
+            label.set_fontweight("bold")
+    _legend_outside(ax)
+
+
 def _ax(ax, figsize=(6, 4)):
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
@@ -212,8 +235,7 @@ def _seed_band(ax, data: pd.DataFrame, hue: str, order: list[str], methods: bool
             ax.fill_between(st.index, st["mean"] - st["sem"], st["mean"] + st["sem"],
                             color=colour, alpha=0.12, lw=0, label=f"_band {name}")
     if order:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-                  frameon=False)
+        _legend_outside(ax)
 
 
 def _update_seed_band(ax, data: pd.DataFrame, hue: str, order: list[str]) -> bool:
@@ -514,8 +536,7 @@ def proxy_oracle_bars(pooled: pd.DataFrame, ax=None, title: str | None = None):
         ax.set_xticks(ticks, [_wrap_name(p) for p in proxies])
     ax.set_ylabel("Spearman vs oracle gain")
     ax.set_ylim(-1, 1)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-              frameon=False)
+    _legend_outside(ax)
     if title:
         ax.set_title(title)
     return fig
@@ -573,8 +594,7 @@ def proxy_reliability(table: pd.DataFrame, proxy: str = "grad_norm",
         a.set_ylabel(label)
         a.set_ylim(-1, 1)
         a.axhline(0, color="black", lw=0.5)
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-                   frameon=False)
+    _legend_outside(axes[1])
     fig.suptitle(title or f"{proxy}: mean ± std over tasks")
     fig.tight_layout()
     return fig
@@ -684,8 +704,7 @@ def curriculum_split_bars(splits: pd.DataFrame, ax=None, title: str | None = Non
     ax.set_xticks(x + width * (len(modes) - 1) / 2, tasks, rotation=30, ha="right")
     ax.set_ylabel("vision share of the budget")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, title="curriculum", title_fontsize=8, loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    _legend_outside(ax, title="curriculum", title_fontsize=8)
     if title:
         ax.set_title(title)
     return fig
@@ -787,19 +806,9 @@ def metric_bars(table: pd.DataFrame, metrics: tuple[str, ...] = ("AVG", "Last", 
     bar per metric, error bars = std over seeds. Each variant's name is written in its fixed
     colour (:func:`method_color`), D-MoLE's in bold; the legend sits outside the bars."""
     fig, ax = _ax(ax, figsize=(min(NOTEBOOK_WIDTH - 1, max(6, 0.8 * len(table))), 4))
-    width = 0.8 / len(metrics)
-    x = np.arange(len(table))
-    for k, m in enumerate(metrics):
-        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, table[(m, "mean")],
-               width, yerr=table[(m, "std")].fillna(0.0), label=m, capsize=2)
+    _variant_bars(ax, list(table.index), {m: table[(m, "mean")] for m in metrics},
+                  {m: table[(m, "std")] for m in metrics}, rotation=45)
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_xticks(x, table.index, rotation=45, ha="right")
-    for label in ax.get_xticklabels():
-        label.set_color(method_color(label.get_text()))
-        if _is_dmole(label.get_text()):
-            label.set_fontweight("bold")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-              frameon=False)
     ax.set_ylabel("score (0-100)")
     if title:
         ax.set_title(title)
@@ -845,8 +854,7 @@ def layer_score_vs_oracle(scores: pd.DataFrame, oracle: pd.DataFrame, task: str,
         a.set_ylabel("min-max scaled")
         rho = agreement[(agreement["task"] == task) & (agreement["tower"] == tower)]["spearman"]
         _score_title(a, tower, float(rho.iloc[0]) if len(rho) else float("nan"))
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-                   frameon=False)
+    _legend_outside(axes[1])
     fig.suptitle(f"{task}: {score_name} against the oracle")
     fig.tight_layout()
     return fig
@@ -896,8 +904,7 @@ def factor_excess_bars(excess: pd.DataFrame, ax=None, title: str | None = None):
     ax.set_xticks(np.arange(len(factors)) + width * (len(towers) - 1) / 2,
                   [_wrap_name(f) for f in factors])
     ax.set_ylabel("layer 0 / other layers")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-              frameon=False)
+    _legend_outside(ax)
     if title:
         ax.set_title(title)
     return fig
@@ -907,21 +914,14 @@ def effect_bars(effects: pd.DataFrame, metrics: tuple[str, ...] = ("MFT", "AVG",
                 ax=None, title: str | None = None):
     """Each variant's paired effect against a base run, one group per variant and one bar
     per metric, error bars = standard error over seeds (``analysis.plasticity
-    .paired_effects``); variant names in their fixed colours, the legend outside the bars."""
+    .paired_effects``); drawn as :func:`metric_bars` draws a method table."""
     variants = list(dict.fromkeys(effects["variant"]))
     fig, ax = _ax(ax, figsize=(min(NOTEBOOK_WIDTH - 1, max(6, 0.9 * len(variants))), 4))
-    width = 0.8 / len(metrics)
-    x = np.arange(len(variants))
-    for k, m in enumerate(metrics):
-        d = effects[effects["metric"] == m].set_index("variant").reindex(variants)
-        ax.bar(x + (k - (len(metrics) - 1) / 2) * width, d["effect"], width,
-               yerr=d["se"].fillna(0.0), label=m, capsize=2)
+    by = {m: effects[effects["metric"] == m].set_index("variant").reindex(variants)
+          for m in metrics}
+    _variant_bars(ax, variants, {m: d["effect"] for m, d in by.items()},
+                  {m: d["se"] for m, d in by.items()}, rotation=30)
     ax.axhline(0, color="black", lw=0.7)
-    ax.set_xticks(x, variants, rotation=30, ha="right")
-    for label in ax.get_xticklabels():
-        label.set_color(method_color(label.get_text()))
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-              frameon=False)
     ax.set_ylabel("difference in score points")
     if title:
         ax.set_title(title)
