@@ -24,12 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 from dmole_lab.analysis.profiles import oracle_ceiling
-from dmole_lab.config import build_config, config_hash, parse_cli_overrides, resolve_path
+from dmole_lab.config import build_config, parse_cli_overrides
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import load_model
-from dmole_lab.probes.oracle import oracle_gains
+from dmole_lab.probes.oracle import oracle_gains, oracle_parts
 from dmole_lab.store import write_table
 
 
@@ -89,11 +89,10 @@ def main(argv=None) -> int:
                          f"{args.steps}")
     cfg = build_config(args.preset, parse_cli_overrides(rest))
     tasks = args.tasks.split(",") if args.tasks else list(cfg.stream.tasks)
-    parts = resolve_path(cfg.runs_dir) / "oracle-parts"
-    key = f"{args.preset}-{config_hash(cfg)}-{args.steps}steps"
+    shared = oracle_parts(cfg, args.preset, args.steps)
     t0 = time.perf_counter()
-    oracle = tower_oracle(cfg, tasks, args.tower, args.steps, args.seeds, parts / key,
-                          parts / f"{key}-{args.tower}")
+    oracle = tower_oracle(cfg, tasks, args.tower, args.steps, args.seeds, shared,
+                          shared.with_name(f"{shared.name}-{args.tower}"))
     result = {"preset": args.preset, "tower": args.tower, "steps": args.steps, "tasks": tasks,
               "seconds_this_call": round(time.perf_counter() - t0, 1),
               "agreement": agreement_by_seeds(oracle)}

@@ -37,12 +37,12 @@ from dmole_lab.analysis.profiles import (
     task_correlations,
     vision_share,
 )
-from dmole_lab.config import build_config, config_hash, parse_cli_overrides, resolve_path, to_dict
+from dmole_lab.config import build_config, parse_cli_overrides, to_dict
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
 from dmole_lab.engine.probe_stream import probe_stream
 from dmole_lab.models.loading import load_model
-from dmole_lab.probes.oracle import oracle_gains
+from dmole_lab.probes.oracle import oracle_gains, oracle_parts
 from dmole_lab.store import write_json, write_table
 from dmole_lab.viz.report import write_probe_figures
 from dmole_lab.viz.results import RESULTS_DIR, ship
@@ -101,9 +101,8 @@ def main(argv=None) -> int:
     table = probe.summary("sensitivity")
     k1 = probe.manifest()["probe_batches"]
     t0 = time.perf_counter()
-    cache = (resolve_path(cfg.runs_dir) / "oracle-parts"
-             / f"{args.preset}-{config_hash(cfg)}-{args.steps}steps")
-    oracle = oracle_table(cfg, tasks, args.steps, args.seeds, cache=cache)
+    oracle = oracle_table(cfg, tasks, args.steps, args.seeds,
+                          cache=oracle_parts(cfg, args.preset, args.steps))
     oracle_seconds = time.perf_counter() - t0
     mean_oracle = oracle_profiles(oracle, "gain")
     per_task, pooled = proxy_vs_oracle(table[table.task.isin(tasks)], mean_oracle, k1)

@@ -10,6 +10,8 @@ so it is a benchmark (benchmarks/bench_proxy_oracle.py), not something a method 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -20,6 +22,15 @@ from dmole_lab.models.anatomy import Anatomy, anatomy_of
 from dmole_lab.models.compat import get_peft_model_quietly
 from dmole_lab.seeding import seed_everything
 from dmole_lab.training.stage import train_stage
+
+
+def oracle_parts(cfg, preset: str, steps: int) -> Path:
+    """Where the oracle benchmarks keep each finished (task, seed) of ``preset`` at ``steps``
+    steps per layer: one folder per config, so every benchmark that trains this oracle finds
+    what another one already trained."""
+    from dmole_lab.config import config_hash, resolve_path
+
+    return resolve_path(cfg.runs_dir) / "oracle-parts" / f"{preset}-{config_hash(cfg)}-{steps}steps"
 
 
 @torch.no_grad()
