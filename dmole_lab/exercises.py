@@ -499,19 +499,25 @@ def solve_04_4(d: _Data) -> dict[str, bool]:
             for k in ("Last", "MFT")}
 
 
-def solve_04_5(d: _Data) -> float:
-    """Mean BWT over seeds of D-MoLE with per-sample routing, from the student's comparison."""
+def _student_comparison(d: _Data, folder: str, command: str, minutes: str) -> pd.DataFrame:
+    """Per-run metrics of the comparison the student wrote to ``runs/<folder>``;
+    :class:`MissingRun` with ``command`` and its time if there is none yet."""
     from dmole_lab.analysis.compare import run_metrics
 
     try:
-        scores, runs = results.open_comparison(COMPARE_ROUTING, d.runs_dir)
+        scores, runs = results.open_comparison(folder, d.runs_dir)
     except FileNotFoundError:
         raise MissingRun(
             f"this exercise reads your own comparison, and there is none in "
-            f"{d.runs_dir / COMPARE_ROUTING} yet: from the project folder run "
-            f"`{COMPARE_ROUTING_COMMAND}` (about 20 min on 2 CPU cores; `--seeds 0` alone: "
-            "about 7 min), then run this cell again") from None
-    per_run = run_metrics(scores, runs)
+            f"{d.runs_dir / folder} yet: from the project folder run `{command}` ({minutes}), "
+            "then run this cell again") from None
+    return run_metrics(scores, runs)
+
+
+def solve_04_5(d: _Data) -> float:
+    """Mean BWT over seeds of D-MoLE with per-sample routing, from the student's comparison."""
+    per_run = _student_comparison(d, COMPARE_ROUTING, COMPARE_ROUTING_COMMAND,
+                                  "about 20 min on 2 CPU cores; `--seeds 0` alone: about 7 min")
     mine = per_run[per_run["variant"] == SAMPLE_VARIANT]
     if mine.empty:
         raise MissingRun(f"no {SAMPLE_VARIANT} run in {d.runs_dir / COMPARE_ROUTING}: run "
@@ -550,17 +556,8 @@ def solve_05_2(d: _Data) -> set[str]:
 def solve_05_3(d: _Data) -> bool:
     """Does the student's combined run (own experts only, no vision floor) have a higher AVG
     than the shipped own-experts-only run at seed 0?"""
-    from dmole_lab.analysis.compare import run_metrics
-
-    try:
-        scores, runs = results.open_comparison(COMPARE_COMBINED, d.runs_dir)
-    except FileNotFoundError:
-        raise MissingRun(
-            f"this exercise reads your own run, and there is none in "
-            f"{d.runs_dir / COMPARE_COMBINED} yet: from the project folder run "
-            f"`{COMPARE_COMBINED_COMMAND}` (about 3 min on 2 CPU cores), then run this cell "
-            "again") from None
-    mine = run_metrics(scores, runs)
+    mine = _student_comparison(d, COMPARE_COMBINED, COMPARE_COMBINED_COMMAND,
+                               "about 3 min on 2 CPU cores")
     mine = mine[(mine["variant"] == COMBINED_VARIANT) & (mine["seed"] == 0)]
     if mine.empty:
         raise MissingRun(f"no {COMBINED_VARIANT} run at seed 0 in "
