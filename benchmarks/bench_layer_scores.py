@@ -40,7 +40,7 @@ from dmole_lab.analysis.profiles import (
     layer_profiles,
     oracle_profiles,
 )
-from dmole_lab.config import build_config, config_hash, parse_cli_overrides, resolve_path, to_dict
+from dmole_lab.config import build_config, parse_cli_overrides, resolve_path, to_dict
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
 from dmole_lab.models.loading import load_model
@@ -51,6 +51,7 @@ from dmole_lab.probes.cka import (
     tuned_representations,
 )
 from dmole_lab.probes.factors import layer_factors, layer_zero_excess
+from dmole_lab.probes.oracle import oracle_key
 from dmole_lab.probes.sensitivity import sensitivity
 from dmole_lab.store import write_json, write_table
 from dmole_lab.viz.results import RESULTS_DIR, open_run
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     factors, other = [], []
     cache = (resolve_path(cfg.runs_dir) / "layer-score-parts"
-             / f"{args.preset}-{config_hash(cfg)}-k{args.batches}-tune{args.tune_steps}")
+             / f"{oracle_key(cfg, args.preset)}-k{args.batches}-tune{args.tune_steps}")
     for task in tasks:
         f, o = task_scores(cfg, model, processor, stream, task, args.batches, args.tune_steps,
                            cache)

@@ -8,9 +8,15 @@ from dmole_lab.cli import main
 from dmole_lab.config import ModelConfig, TrainConfig, build_config
 from dmole_lab.data.encode import encode
 from dmole_lab.data.tasks import make_samples
-from dmole_lab.engine.probe_stream import probe_plan, probe_store, probe_stream
+from dmole_lab.engine.probe_stream import (
+    PROBE_EXCLUDE,
+    probe_plan,
+    probe_store,
+    probe_stream,
+)
 from dmole_lab.models.loading import load_model
-from dmole_lab.probes.oracle import held_out_loss, oracle_gains
+from dmole_lab.probes.oracle import held_out_loss, oracle_gains, oracle_key
+from dmole_lab.store import RunStore
 from dmole_lab.viz import report, results
 
 
@@ -83,6 +89,21 @@ def test_oracle_trains_each_layer_alone_and_leaves_the_base_untouched(micro_mode
     assert held_out_loss(model, data) == pytest.approx(before)
     with pytest.raises(ValueError, match="vision layer 7 has no candidate module"):
         oracle_gains(model, data, data, cfg, layers=[("vision", 7)])
+
+
+@pytest.mark.parametrize("key,value,renames", [
+    ("lora.dropout", 0.0, False), ("dmole.dropout", 0.0, False), ("mola.dropout", 0.0, False),
+    ("branch.dropout", 0.0, False), ("method", "dmole", False), ("eval.max_new_tokens", 3, False),
+    ("lora.r", 8, True), ("train.lr", 1e-3, True), ("stream.n_train", 64, True), ("seed", 1, True),
+])
+def test_oracle_and_probe_caches_are_named_by_what_they_read(key, value, renames):
+    """Neither trains with an adapter dropout nor reads a method's section, so turning dropout
+    off in a preset must not retrain them; what they do read names a new cache."""
+    base, other = build_config("tiny"), build_config("tiny", {key: value})
+    assert (oracle_key(base, "tiny") != oracle_key(other, "tiny")) == renames
+    if not key.startswith("lora."):  # the probe reads no adapter settings at all
+        assert (RunStore.run_name(base, "probe", PROBE_EXCLUDE)
+                != RunStore.run_name(other, "probe", PROBE_EXCLUDE)) == renames
 
 
 def test_ship_and_open_a_stored_run(probe_overrides, tmp_path):

@@ -21,16 +21,32 @@ from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
 from dmole_lab.models.anatomy import Anatomy, anatomy_of
 from dmole_lab.models.compat import get_peft_model_quietly
 from dmole_lab.seeding import seed_everything
+from dmole_lab.store import METHOD_SECTIONS
 from dmole_lab.training.stage import train_stage
+
+#: Config sections that no oracle reads: it trains one plain LoRA (``lora.r``, ``lora.alpha``, no
+#: dropout) per layer with ``train`` on ``stream`` and ``model``, so neither a method's section nor
+#: ``lora.dropout`` may rename its cache, or a preset that turns dropout off would retrain hours of
+#: parts that come out the same.
+ORACLE_EXCLUDE = ("runs_dir", "pretrain", "method", "eval", "probe", "lora",
+                  *sorted(set(METHOD_SECTIONS.values())))
+
+
+def oracle_key(cfg, preset: str) -> str:
+    """The part of a cache folder's name that says which oracle it holds: ``preset``, the hash of
+    the sections the oracle reads, and the adapter's rank and scale (its one use of ``lora``)."""
+    from dmole_lab.config import config_hash
+
+    return f"{preset}-{config_hash(cfg, ORACLE_EXCLUDE)}-r{cfg.lora.r}-a{cfg.lora.alpha:g}"
 
 
 def oracle_parts(cfg, preset: str, steps: int) -> Path:
     """Where the oracle benchmarks keep each finished (task, seed) of ``preset`` at ``steps``
-    steps per layer: one folder per config, so every benchmark that trains this oracle finds
+    steps per layer: one folder per oracle, so every benchmark that trains this oracle finds
     what another one already trained."""
-    from dmole_lab.config import config_hash, resolve_path
+    from dmole_lab.config import resolve_path
 
-    return resolve_path(cfg.runs_dir) / "oracle-parts" / f"{preset}-{config_hash(cfg)}-{steps}steps"
+    return resolve_path(cfg.runs_dir) / "oracle-parts" / f"{oracle_key(cfg, preset)}-{steps}steps"
 
 
 @torch.no_grad()
