@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmole_lab.analysis.metrics import matrix_from_scores, summary
+from dmole_lab.analysis.metrics import learned_in_own_stage, matrix_from_scores, summary
 from dmole_lab.config import PROJECT_ROOT, build_config, parse_cli_overrides
 from dmole_lab.store import RunStore
 
@@ -51,12 +51,11 @@ def run_breakdown(root: Path, learned_margin: float) -> dict:
     seconds = {p.removesuffix("_seconds"): round(sum(s.get(p, 0.0) for s in stages.values()), 3)
                for p in PHASES}
     seconds["eval"] = round(float(scores["seconds"].sum()), 3)
-    gains = [A[i + 1, i] - A[0, i] for i in range(len(tasks))]
     routers = [s["router_accuracy"] for s in stages.values() if "router_accuracy" in s]
     return {
         "seconds": seconds,
         "metrics": {k: round(v, 2) for k, v in summary(A).items()},
-        "learned_in_own_stage": int(sum(g >= learned_margin for g in gains)),
+        "learned_in_own_stage": learned_in_own_stage(A, learned_margin),
         "tasks": len(tasks),
         "router_accuracy_min": round(min(routers), 3) if routers else None,
         "per_task": {t: {"zero_shot": round(A[0, i], 1), "just_learned": round(A[i + 1, i], 1),

@@ -201,6 +201,49 @@ def test_stage_minima_ratio_takes_each_stage_from_its_fastest_repeat():
     assert speed["stage_minima_ratio"](runs) == pytest.approx(20 / 30)
 
 
+def test_compare_sweeps_reads_what_a_change_did_to_each_variant(tmp_path, monkeypatch, capsys):
+    """A copy of the shipped comparison in which sequential LoRA trained in half the time but
+    learned nothing new in stage 1, and D-MoLE forgot: the table and the checks must say so."""
+    from dmole_lab.analysis.compare import sweep_changes
+    from dmole_lab.viz.results import RESULTS_DIR, open_comparison
+
+    scores, runs = open_comparison("compare-tiny")
+    after = tmp_path / "compare-after"
+    after.mkdir()
+    changed = scores.copy()
+    seq1 = ((changed["variant"] == "seq-lora") & (changed["stage"] == 1)
+            & (changed["eval_task"] == "caption"))
+    changed.loc[seq1, "value"] = changed.loc[
+        (changed["variant"] == "seq-lora") & (changed["stage"] == 0)
+        & (changed["eval_task"] == "caption"), "value"].to_numpy()
+    last = changed["stage"] == changed["stage"].max()
+    changed.loc[(changed["variant"] == "dmole") & last & (changed["eval_task"] == "caption"),
+                "value"] -= 5.0
+    fast = runs.copy()
+    fast.loc[fast["variant"] == "seq-lora", "training_seconds"] /= 2
+    changed.to_parquet(after / "scores.parquet")
+    fast[fast["variant"] != "o-lora"].to_parquet(after / "runs.parquet")
+
+    table = sweep_changes((scores, runs), open_comparison("compare-after", tmp_path))
+    assert "o-lora" not in table.index  # only variants in both
+    assert table.loc["seq-lora", ("time_ratio", "")] == pytest.approx(0.5)
+    assert table.loc["ewc", ("time_ratio", "")] == pytest.approx(1.0)
+    assert table.loc["seq-lora", ("learned", "before")] == 9
+    assert table.loc["seq-lora", ("learned", "after")] == 8
+    assert table.loc["dmole", ("BWT", "before")] == 0
+    assert table.loc["dmole", ("BWT", "after")] == pytest.approx(-5.0 / 8)
+
+    _run("compare_sweeps.py", ["compare-tiny", "compare-after", "--before-dir", str(RESULTS_DIR),
+                               "--after-dir", str(tmp_path), "--json",
+                               str(tmp_path / "out.json")], monkeypatch)
+    out = capsys.readouterr().out
+    assert "in its own stage, at every seed: before holds, after FAILS" in out
+    assert "D-MoLE's BWT is 0: before holds, after FAILS" in out
+    assert "seq-lora forgets (BWT < -10): before holds, after holds" in out
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["variants"]["seq-lora"]["time_ratio"] == pytest.approx(0.5)
+
+
 def test_bench_parallel_smoke(smoke_overrides, tmp_path, monkeypatch):
     out = tmp_path / "parallel.json"
     _run("bench_parallel.py", ["--preset", "smoke", "--rounds", "1", "--json", str(out),

@@ -23,7 +23,7 @@ import pandas as pd
 from dmole_lab.config import ABLATIONS
 from dmole_lab.store import RunStore, write_table
 
-from .metrics import matrix_from_scores, summary
+from .metrics import learned_in_own_stage, matrix_from_scores, summary
 from .summaries import headline
 
 METRICS = ("AVG", "Last", "BWT", "MFT")
@@ -184,6 +184,55 @@ def run_metrics(scores: pd.DataFrame, runs: pd.DataFrame, bwt_divisor: str = "T-
                      "Retention": retention, "params_per_task": r.params_per_task,
                      "training_seconds": r.training_seconds})
     return pd.DataFrame(rows)
+
+
+def learned_counts(scores: pd.DataFrame, runs: pd.DataFrame,
+                   margin: float = 10.0) -> pd.DataFrame:
+    """Per run (variant, seed): how many tasks it learned in its own stage
+    (:func:`~dmole_lab.analysis.metrics.learned_in_own_stage`)."""
+    rows = []
+    for r in runs.itertuples(index=False):
+        sm = scores[(scores["variant"] == r.variant) & (scores["seed"] == r.seed)]
+        rows.append({"variant": r.variant, "seed": r.seed, "learned": learned_in_own_stage(
+            matrix_from_scores(sm, r.tasks.split(",")), margin)})
+    return pd.DataFrame(rows)
+
+
+#: What :func:`sweep_changes` sets side by side, per variant (means over seeds, except the
+#: router's accuracy: its lowest run, since one wrong router is what would matter).
+CHANGE_COLUMNS = ("AVG", "Last", "BWT", "MFT", "learned", "router_accuracy", "training_seconds")
+
+
+def sweep_changes(before: tuple[pd.DataFrame, pd.DataFrame],
+                  after: tuple[pd.DataFrame, pd.DataFrame],
+                  margin: float = 10.0) -> pd.DataFrame:
+    """Two comparisons of the same variants, e.g. before and after a change of the preset:
+    for every variant in both, each of :data:`CHANGE_COLUMNS` before and after (columns
+    ``(name, "before" | "after")``), the seeds each has, and the ratio of the mean training
+    time after over before. ``before`` and ``after`` are ``(scores, runs)`` as
+    :func:`collect` writes them (:func:`dmole_lab.viz.results.open_comparison` reads them).
+    """
+    sides = {}
+    for side, (scores, runs) in (("before", before), ("after", after)):
+        per_run = run_metrics(scores, runs).merge(learned_counts(scores, runs, margin),
+                                                  on=["variant", "seed"])
+        per_run = per_run.merge(runs[["variant", "seed", "router_accuracy"]],
+                                on=["variant", "seed"])
+        g = per_run.groupby("variant", sort=False)
+        agg = g[[c for c in CHANGE_COLUMNS if c != "router_accuracy"]].mean()
+        agg["router_accuracy"] = g["router_accuracy"].min()
+        agg["seeds"] = g.size()
+        sides[side] = agg
+    common = [v for v in sides["before"].index if v in sides["after"].index]
+    if not common:
+        raise ValueError("the two comparisons share no variant: before has "
+                         f"{list(sides['before'].index)}, after {list(sides['after'].index)}")
+    out = pd.concat({side: t.loc[common] for side, t in sides.items()}, axis=1)
+    out = out.swaplevel(axis=1)[[(c, s) for c in (*CHANGE_COLUMNS, "seeds")
+                                 for s in ("before", "after")]]
+    out[("time_ratio", "")] = out[("training_seconds", "after")] / out[("training_seconds",
+                                                                        "before")]
+    return out
 
 
 def method_table(per_run: pd.DataFrame, metrics: tuple[str, ...] = TABLE_METRICS,

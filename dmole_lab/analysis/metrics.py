@@ -79,6 +79,14 @@ def mft(A) -> float:
     return float(np.mean([A[i + 1, i] for i in range(T)]))
 
 
+def learned_in_own_stage(A, margin: float = 10.0) -> int:
+    """How many tasks scored at least ``margin`` points above zero-shot right after their own
+    stage: a[i, i] - b_i >= margin. Not a metric of the paper: the plainest check that a
+    continual run learned what it was shown (benchmarks/README.md, ``bench_demo.py``)."""
+    A = _check(A)
+    return int(sum(A[i + 1, i] - A[0, i] >= margin for i in range(A.shape[1])))
+
+
 def summary(A, bwt_divisor: str = "T-1", forgetting_mode: str = "first") -> dict[str, float]:
     """Every metric of one matrix under the chosen conventions."""
     return {
