@@ -1,10 +1,12 @@
 """Two shipped comparisons of the same variants side by side: what a change of the preset did.
 
-Usage: python benchmarks/compare_sweeps.py BEFORE AFTER [--before-dir DIR] [--after-dir DIR]
-                                           [--learned-margin 10] [--json PATH]
+Usage: python benchmarks/compare_sweeps.py BEFORE AFTER [--before-dir DIR | --before-rev REV]
+                                           [--after-dir DIR] [--learned-margin 10] [--json PATH]
 
 BEFORE and AFTER name comparisons as ``bench_compare.py --ship`` writes them (``results/NAME``
-with scores.parquet and runs.parquet; each side may come from another results folder). For
+with scores.parquet and runs.parquet; each side may come from another results folder, and the
+before side from an earlier git revision of this repository: ``--before-rev REV`` reads
+``results/BEFORE`` as committed there). For
 every variant in both it prints AVG, Last, BWT and MFT (means over seeds), the tasks learned in
 their own stage (a[i, i] - b_i >= the margin), the lowest router accuracy, and the mean training
 seconds with their ratio after / before. Then the qualitative results the embedded default must
@@ -19,7 +21,11 @@ the ratio, and leaves the reading to the person who made both.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import subprocess
+import tarfile
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +51,28 @@ def qualitative(table, tasks: int, side: str = "after") -> dict[str, bool]:
     return checks
 
 
+def committed(rev: str, name: str, into: Path) -> Path:
+    """Extract ``results/<name>`` as committed at git revision ``rev`` under ``into``; returns
+    the results folder to read it from."""
+    root = RESULTS_DIR.parent
+    try:
+        archive = subprocess.run(["git", "-C", str(root), "archive", rev, f"results/{name}"],
+                                 check=True, capture_output=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(f"cannot read results/{name} at revision {rev!r}: "
+                         f"{e.stderr.decode().strip()}") from None
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "results"
+
+
+def shown(folder: str) -> str:
+    """``folder`` relative to the repository when it lies inside it (for the JSON record)."""
+    path = Path(folder).resolve()
+    root = RESULTS_DIR.parent.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def arrows(table) -> pd.DataFrame:
     """One "before -> after" cell per column of :func:`sweep_changes`, for reading."""
     digits = {"training_seconds": 0, "seeds": 0, "router_accuracy": 2}
@@ -63,12 +91,17 @@ def main(argv=None) -> int:
     p.add_argument("before")
     p.add_argument("after")
     p.add_argument("--before-dir", default=str(RESULTS_DIR))
+    p.add_argument("--before-rev", default=None,
+                   help="read results/BEFORE as committed at this git revision")
     p.add_argument("--after-dir", default=str(RESULTS_DIR))
     p.add_argument("--learned-margin", type=float, default=10.0)
     p.add_argument("--json", default=str(Path(__file__).with_name("results")
                                          / "compare_sweeps.json"))
     args = p.parse_args(argv)
-    before = open_comparison(args.before, Path(args.before_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        before_dir = (committed(args.before_rev, args.before, Path(tmp)) if args.before_rev
+                      else Path(args.before_dir))
+        before = open_comparison(args.before, before_dir)
     after = open_comparison(args.after, Path(args.after_dir))
     table = sweep_changes(before, after, args.learned_margin)
     print(markdown(arrows(table)))
@@ -81,7 +114,8 @@ def main(argv=None) -> int:
     for name in checks["after"]:
         print(f"{name}: before {'holds' if checks['before'][name] else 'FAILS'}, "
               f"after {'holds' if checks['after'][name] else 'FAILS'}")
-    out = {"before": f"{args.before_dir}/{args.before}", "after": f"{args.after_dir}/{args.after}",
+    where = f"{args.before_rev}:results" if args.before_rev else shown(args.before_dir)
+    out = {"before": f"{where}/{args.before}", "after": f"{shown(args.after_dir)}/{args.after}",
            "learned_margin": args.learned_margin, "training_seconds_total": total,
            "checks": checks,
            "variants": {v: {f"{c} {s}".strip(): (None if r != r else r)
