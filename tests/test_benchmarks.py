@@ -254,6 +254,18 @@ def test_compare_sweeps_reads_what_a_change_did_to_each_variant(tmp_path, monkey
             ["compare-tiny", "compare-tiny", "--before-rev", "no-such-rev"])
 
 
+def test_bench_decoding_smoke_times_both_caches_on_the_same_answers(smoke_overrides, tmp_path,
+                                                                    monkeypatch):
+    out = tmp_path / "decoding.json"
+    _run("bench_decoding.py", ["--preset", "smoke", "--rounds", "2", "--json", str(out),
+                               *_overrides(smoke_overrides)], monkeypatch)
+    data = json.loads(out.read_text())
+    assert set(data["seconds"]) == {"dynamic", "static"}
+    assert all(len(v) == 2 and min(v) > 0 for v in data["seconds"].values())
+    assert data["same_tokens"] is True  # the cache is storage, not arithmetic
+    assert data["sets"] == 3 and 1 <= max(data["tokens_per_set"]) <= data["max_new_tokens"]
+
+
 def test_bench_parallel_smoke(smoke_overrides, tmp_path, monkeypatch):
     out = tmp_path / "parallel.json"
     _run("bench_parallel.py", ["--preset", "smoke", "--rounds", "1", "--json", str(out),
