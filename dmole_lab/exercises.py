@@ -364,7 +364,7 @@ def solve_02_3(d: _Data) -> bool:
     from dmole_lab.analysis.summaries import headline
 
     run, _, _, s = _dmole(d)
-    half = _find_dmole(d, "about 6 min", budget=round(s["budget"] / 2, 4))
+    half = _find_dmole(d, "about 2-3 min", budget=round(s["budget"] / 2, 4))
     return bool(headline(half)["Last"] < headline(run)["Last"])
 
 
@@ -373,7 +373,7 @@ def solve_02_4(d: _Data) -> float:
     task after the last stage."""
     from dmole_lab.analysis import usage
 
-    run = _find_dmole(d, "about 6-7 min", routing="sample")
+    run = _find_dmole(d, "about 2-3 min", routing="sample")
     return usage.router_accuracy(run.summary("routing"), run.manifest()["tasks"])
 
 
@@ -407,7 +407,7 @@ def solve_03_1(d: _Data) -> dict[str, set[str]]:
     """Per quantity, where the median over tasks of the LLM / vision ratio went from the stored
     ``current`` run to the student's ``continual`` run (:func:`direction`)."""
     run, _, _, _ = _dmole(d)
-    cont = _find_dmole(d, "about 6 min", curriculum="continual")
+    cont = _find_dmole(d, "about 2-3 min", curriculum="continual")
     return {q: {direction(_median_ratio(run, q), _median_ratio(cont, q))}
             for q in ("grad_norm", "rel_update")}
 
@@ -442,7 +442,7 @@ def solve_03_3(d: _Data) -> float:
 def solve_03_4(d: _Data) -> float:
     """Median over tasks of the LLM / vision relative-update ratio of ablation v3 (curriculum
     ``none``)."""
-    run = _find_dmole(d, "about 5 min", curriculum="none")
+    run = _find_dmole(d, "about 2-3 min", curriculum="none")
     return _median_ratio(run, "rel_update")
 
 
@@ -517,7 +517,7 @@ def _student_comparison(d: _Data, folder: str, command: str, minutes: str) -> pd
 def solve_04_5(d: _Data) -> float:
     """Mean BWT over seeds of D-MoLE with per-sample routing, from the student's comparison."""
     per_run = _student_comparison(d, COMPARE_ROUTING, COMPARE_ROUTING_COMMAND,
-                                  "about 20 min on 2 CPU cores; `--seeds 0` alone: about 7 min")
+                                  "about 7 min on 2 CPU cores; `--seeds 0` alone: about 3 min")
     mine = per_run[per_run["variant"] == SAMPLE_VARIANT]
     if mine.empty:
         raise MissingRun(f"no {SAMPLE_VARIANT} run in {d.runs_dir / COMPARE_ROUTING}: run "

@@ -235,7 +235,7 @@ pd.DataFrame({"D-MoLE": headline(dmole_run),
 #   every stage, and no runner-up joins on them: per sample about 0.88 of the votes go to the
 #   sample's own task (`benchmarks/bench_router.py`), enough for a batch's majority.
 # - So D-MoLE forgets nothing: a task's frozen experts answer its test set after every later
-#   stage exactly as they did after its own (BWT 0.0, against about -63 for sequential LoRA).
+#   stage exactly as they did after its own (BWT 0.0, against about -68 for sequential LoRA).
 # - It learns less in each stage. Caption, the first task, trains with no other expert on and
 #   still scores far below sequential LoRA: D-MoLE's experts cover less of the model. And the
 #   table above shows the training-time rule at work: an earlier task's experts join a batch
@@ -243,7 +243,7 @@ pd.DataFrame({"D-MoLE": headline(dmole_run),
 #   every batch accepted by some earlier autoencoder, most tasks train with an earlier task's
 #   experts on (grounding and relation_cap with caption's, color_mc with count_mc's) and are
 #   tested with their own only. Some tasks survive it (ocr, color_vqa), others do not
-#   (grounding, color_mc and arith_vqa score 0 right after their stage; relation_cap 8.2,
+#   (grounding, color_mc and arith_vqa score 0 right after their stage; relation_cap 8.3,
 #   below its zero-shot 14.8).
 #
 # ## Summary
@@ -286,8 +286,8 @@ answer = None  # a list of task names: those that get more vision experts than w
 check("02.2", answer)
 
 # %% [markdown]
-# **3. Half the budget.** (about 6 minutes on 2 CPU cores, like the shipped run: its
-# manifest records 367 s of set-up and training, and evaluation takes about 26 s) Set the
+# **3. Half the budget.** (about 2-3 minutes on 2 CPU cores, like the shipped run: its
+# manifest records 118 s of set-up and training, and evaluation takes about 26 s) Set the
 # budget to 0.25 and run the command the note prints, from the project folder; it writes the
 # run under `runs/`. Come back and run the explorer's cell again: does the note now show the
 # run's scores, and is its Last lower than the stored run's?
@@ -297,7 +297,7 @@ answer = None  # True or False: is the half-budget run's Last lower?
 check("02.3", answer)
 
 # %% [markdown]
-# **4. Per-sample routing.** (about 6-7 minutes on 2 CPU cores: the training is the shipped
+# **4. Per-sample routing.** (about 2-3 minutes on 2 CPU cores: the training is the shipped
 # run's, the evaluation a little longer) `dmole-lab run --preset tiny --method=dmole
 # --dmole.routing=sample` switches experts per test sample instead of per batch. Open the run
 # with `run = results.find_runs({"method": "dmole", "dmole.routing": "sample", "seed": 0})[0]`
@@ -311,7 +311,7 @@ answer = None  # a float: the share routed to their own task, with per-sample ro
 check("02.4", answer)
 
 # %% [markdown]
-# **5. Earlier experts during training.** (seconds; the change: about 6 minutes on 2 CPU
+# **5. Earlier experts during training.** (seconds; the change: about 2-3 minutes on 2 CPU
 # cores) Which tasks trained with an earlier task's experts on in at least half of their
 # batches (the table of `joined` above)? Then count the support over the whole batch instead
 # of over the voting samples: change `Router.route_training` in `dmole_lab/dmole/router.py`,

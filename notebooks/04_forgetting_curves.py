@@ -150,42 +150,45 @@ general
 #
 # The shipped comparison holds all 45 runs: 15 variants x seeds 0-2
 # (`python benchmarks/bench_compare.py --preset tiny --shards 2 --ship compare-tiny` remakes
-# it, in 2-3.5 hours on the 2-core machine). Means over the three seeds:
+# it, in about an hour on the 2-core machine). Means over the three seeds:
 #
 # - **Multi-task is the reference it should be.** It trains one LoRA on an even mix of every
-#   task seen so far. AVG 51.6 and Last 53.2, against at most 25.3 and 30.2 for D-MoLE and
-#   the continual peers (ablation v1, below, reaches 36.9 and 33.6). It is the only method
-#   whose earlier tasks improve (BWT +9.3).
+#   task seen so far. AVG 51.9 and Last 55.3, against at most 26.3 and 32.1 for D-MoLE and
+#   the continual peers (ablation v1, below, reaches 38.5 and 39.1). It is the only method
+#   whose earlier tasks improve (BWT +11.2).
 # - **D-MoLE forgets nothing.** Its BWT is 0.0: its batch router sends every evaluation set to
-#   its own task. Every continual peer is between -45.5 (BranchLoRA) and -73.4 (EWC). D-MoLE
-#   ends with a higher Last than every continual peer, 30.2 against 7.6-11.9, and does so at
+#   its own task. Every continual peer is between -47.2 (BranchLoRA) and -70.2 (EWC). D-MoLE
+#   ends with a higher Last than every continual peer, 32.1 against 6.0-12.3, and does so at
 #   every seed.
-# - **D-MoLE's AVG leads only narrowly.** D-MoLE 25.3 +- 4.0, BranchLoRA 23.8, EWC 22.5, the
-#   rest 17-20; at seed 0 BranchLoRA (22.1) and EWC (22.0) are both ahead of D-MoLE (21.0).
-#   D-MoLE learns each task least well in its own stage: MFT 30 against 52-75 for the
-#   continual peers. So the paper's Last and BWT rankings
-#   hold here, and its AVG ranking holds only within the spread.
+# - **D-MoLE's AVG leads only narrowly.** D-MoLE 26.3 +- 5.3, BranchLoRA 24.4, EWC 22.5, the
+#   rest 19-21. D-MoLE is ahead of every continual peer at seeds 0 and 1, but at seed 2
+#   BranchLoRA (24.6), EWC (23.9) and, narrowly, MoELoRA (21.2) are ahead of it (21.0).
+#   D-MoLE learns each task least well in its own stage: MFT 32 against 52-75 for the
+#   continual peers. So the paper's Last and BWT rankings hold here, and its AVG ranking holds
+#   only within the spread.
 # - **The ablations only partly behave as the paper reports.** The paper finds every ablation
 #   worse than the full method, and v4 the worst. Here:
-#   - v4 (uniform layers) is below the full method at every seed: AVG 18.6, Last 27.4
-#     against 25.3 and 30.2. Layer selection by sensitivity pays.
-#   - v3 (no curriculum) is below it on the mean (21.2, 27.7), with a wide spread: at seed 0
-#     it is above it.
-#   - v1 (experts only in the LLM) is the best D-MoLE: AVG 36.9, Last 33.6.
-#   - v2 (experts only in the vision tower) learns nothing and breaks the output: about 0 on
-#     every set, the general set included. It, not v4, is the worst.
+#   - v4 (uniform layers) is below the full method on the mean: AVG 22.0, Last 28.0 against
+#     26.3 and 32.1. Layer selection by sensitivity pays.
+#   - v3 (no curriculum) is below it on the mean (21.4, 27.6), with a wide spread. Both v3 and
+#     v4 are below it on Last at every seed, but above it on AVG at seed 2.
+#   - v1 (experts only in the LLM) is the best D-MoLE: AVG 38.5, Last 39.1.
+#   - v2 (experts only in the vision tower) learns almost nothing and breaks the output: it
+#     ends below the zero-shot model (Last 1.3 against a zero-shot mean of 7.1). It, not v4,
+#     is the worst.
 #
 #   On this stream vision experts cost more than they bring. The 0.25 vision floor takes 6 of
 #   the 24 experts away from the LLM, while the tasks lean on the LLM (rho_V 0.03-0.13,
 #   notebook 01).
-# - **BranchLoRA against MoELoRA goes the paper's way.** AVG 23.8 against 19.3, Last 11.9
-#   against 10.1, BWT -45.5 against -63.3. But it trains more parameters per task (268k
-#   against 151k), its task selector is right for 75% of the samples, and it keeps the least
-#   of the general set.
-# - **The other peers.** LwF lowers forgetting by learning less (MFT 56). EWC learns each task
+# - **BranchLoRA against MoELoRA goes the paper's way.** AVG 24.4 against 20.7, Last 10.1
+#   against 9.2, BWT -47.2 against -68.4. But it trains more parameters per task (269k
+#   against 151k), its task selector is right for 75% of the samples, its Last is below
+#   MoELoRA's at seed 2 (5.7 against 8.9), and of the continual peers only sequential
+#   fine-tuning keeps less of the general set (6.7 against 6.9).
+# - **The other peers.** LwF lowers forgetting by learning less (MFT 59). EWC learns each task
 #   best and forgets the most. O-LoRA, sparse MoLE and MoLA sit with sequential LoRA.
-# - **No method keeps general ability.** The held-out set falls from 86 to 7-11 for every
-#   method, multi-task and D-MoLE included (v2: 0.7): D-MoLE's router sends the general set to
+# - **No method keeps general ability.** The held-out set falls from 86 to 7-10 for every
+#   method, multi-task and D-MoLE included (v2: 5.2): D-MoLE's router sends the general set to
 #   some task's experts.
 #
 # ## Summary
@@ -245,9 +248,9 @@ answer = None  # {"Last": True or False, "MFT": True or False}
 check("04.4", answer)
 
 # %% [markdown]
-# **5. Per-sample routing.** (about 20 minutes on 2 CPU cores: three D-MoLE runs, which
-# trained in 291-449 s each in the shipped comparison, plus evaluation; `--seeds 0` alone about
-# 7 minutes) The shipped comparison already holds D-MoLE with batch routing, so train only the
+# **5. Per-sample routing.** (about 7 minutes on 2 CPU cores: three D-MoLE runs, which
+# trained in 116-131 s each in the shipped comparison, plus evaluation; `--seeds 0` alone about
+# 2-3 minutes) The shipped comparison already holds D-MoLE with batch routing, so train only the
 # per-sample variant, into a scratch folder:
 #
 # ```bash

@@ -37,6 +37,10 @@ DOCS = {
 }
 #: The continual peers of the comparison (multi-task is the reference, dmole-v* are ablations).
 PEERS = ("seq-ft", "seq-lora", "lwf", "ewc", "o-lora", "moelora", "mole", "mola", "branchlora")
+#: How the prose names each peer.
+PEER_LABELS = {"seq-ft": "sequential fine-tuning", "seq-lora": "sequential LoRA", "lwf": "LwF",
+               "ewc": "EWC", "o-lora": "O-LoRA", "moelora": "MoELoRA", "mole": "MoLE",
+               "mola": "MoLA", "branchlora": "BranchLoRA"}
 NUM = r"[-+]?\d[\d,]*(?:\.\d+)?"
 
 
@@ -371,6 +375,58 @@ def _lora_modules(s: Shipped) -> tuple:
     return cfg.lora.r, towers["vision"], towers["llm"]
 
 
+def _learned_cells(s: Shipped, variant: str, margin: float = 10.0) -> tuple[int, int]:
+    """(cells learned in their own stage, cells) over the seeds of a variant of the comparison."""
+    from dmole_lab.analysis.metrics import learned_in_own_stage
+
+    ms = s.matrices(variant)
+    return sum(learned_in_own_stage(A, margin) for A in ms), sum(A.shape[1] for A in ms)
+
+
+def _own_gain(s: Shipped, variant: str, seed: int, task: str) -> float:
+    """a[i, i] - b_i of one task at one seed of the comparison."""
+    A = s.matrices(variant)[seed]
+    i = s.tasks.index(task)
+    return float(A[i + 1, i] - A[0, i])
+
+
+def _swept(variant: str, metric: str) -> tuple[float, float]:
+    """(before, after) of a variant's mean in benchmarks/results/compare_sweeps.json."""
+    v = _bench("compare_sweeps")["variants"][variant]
+    return v[f"{metric} before"], v[f"{metric} after"]
+
+
+def _before_gains(variant: str, task: str) -> tuple[float, float]:
+    """Lowest and highest a[i, i] - b_i of a task over the seeds of the comparison that
+    compare_sweeps.json read as "before" (a git revision of results/compare-tiny)."""
+    import io
+    import subprocess
+    import tarfile
+    import tempfile
+
+    from dmole_lab.analysis.metrics import matrix_from_scores
+    from dmole_lab.viz.results import open_comparison
+
+    rev, name = _bench("compare_sweeps")["before"].split(":results/")
+    got = subprocess.run(["git", "-C", str(ROOT), "archive", rev, f"results/{name}"],
+                         capture_output=True)
+    if got.returncode:  # a shallow clone lacks the revision; a full one must have it
+        pytest.skip(f"revision {rev} is not in this clone: {got.stderr.decode().strip()}")
+    archive = got.stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        scores, runs = open_comparison(name, Path(tmp) / "results")
+    gains = []
+    for r in runs[runs.variant == variant].itertuples():
+        tasks = r.tasks.split(",")
+        A = matrix_from_scores(scores[(scores.variant == variant) & (scores.seed == r.seed)],
+                               tasks)
+        i = tasks.index(task)
+        gains.append(A[i + 1, i] - A[0, i])
+    return min(gains), max(gains)
+
+
 def _own_stage(s: Shipped, name: str) -> pd.Series:
     """Each task's score right after its own stage (the diagonal), by task."""
     a = s.matrix(name)
@@ -434,6 +490,11 @@ def _effect(label: str, metric: str) -> tuple[float, float]:
     row = e[(e.variant == label) & (e.metric == metric)].iloc[0]
     return float(row.effect), float(row.se)
 
+
+def _seeds_ahead(label: str, other: str, metric: str) -> tuple[int, int]:
+    """(seeds at which switch ``label`` is above ``other``, seeds both have)."""
+    d = _switches().pivot(index="seed", columns="variant", values=metric)[[label, other]].dropna()
+    return int((d[label] > d[other]).sum()), len(d)
 
 def _layer(name: str) -> pd.DataFrame:
     return Shipped().run("layer-scores-tiny").summary(name)
@@ -540,10 +601,10 @@ def _dmole_gradient_ratio_below_seq_lora(s: Shipped) -> tuple:
     return (str(len(below)), ", ".join(below))
 
 
-def _demo_walls(s: Shipped) -> list[float]:
-    """make demo's wall times of the code as it is (the baseline of both bench_demo pairs)."""
-    return [t for name in ("bench_demo", "bench_demo_no_dropout")
-            for t in s.bench(name)["variants"]["ce602b9"]["wall_seconds"]]
+def _demo_walls(s: Shipped, variant: str = "current") -> list[float]:
+    """make demo's wall times in the last side-by-side pair: the code as it is ("current") or
+    the revision before adapter dropout was turned off in the tiny preset."""
+    return s.bench("bench_demo_dropout_off")["variants"][variant]["wall_seconds"]
 
 
 def _seeds_json(s: Shipped, variant: str, metric: str) -> pd.Series:
@@ -561,8 +622,10 @@ QUOTES = [
                      s.metric("seq-lora-tiny", "BWT"), s.metric("seq-lora-tiny", "Last"),
                      *s.general("seq-lora-tiny"))),
     Quote("readme-demo-minutes", "README",
-          rf"It takes ({NUM}) to ({NUM}) minutes on a 2-core AMD EPYC machine",
-          lambda s: (min(_demo_walls(s)) / 60, max(_demo_walls(s)) / 60), step=0.5),
+          rf"It takes about ({NUM}) minutes on a 2-core AMD EPYC machine \(({NUM}) s in two runs, "
+          rf"against ({NUM})-({NUM}) s for the code before",
+          lambda s: (np.median(_demo_walls(s)) / 60, np.median(_demo_walls(s)),
+                     min(_demo_walls(s, "ffff40a")), max(_demo_walls(s, "ffff40a")))),
     Quote("readme-parallel", "README", rf"side by side takes ({NUM}) of the time",
           lambda s: (np.median([r["parallel"] / r["serial"]
                                 for r in s.bench("parallel")["rounds"]]),)),
@@ -678,8 +741,9 @@ QUOTES = [
                                 np.median([x["parallel"] / x["serial"] for x in r])))(
               s.bench("parallel")["rounds"])),
     Quote("bench-compare-last-batch", "benchmarks/README",
-          rf"and the last ({NUM}) runs ({NUM}) min \(`benchmarks/results/compare.json`",
-          lambda s: (s.bench("compare")["runs"] - 30, s.bench("compare")["wall_seconds"] / 60)),
+          rf"in one call: ({NUM}) runs took ({NUM}) min of wall time "
+          rf"\(`benchmarks/results/compare.json`",
+          lambda s: (s.bench("compare")["runs"], s.bench("compare")["wall_seconds"] / 60)),
     Quote("bench-compare-training-range", "benchmarks/README",
           rf"One run trains for ({NUM})-({NUM}) s \(O-LoRA about",
           lambda s: (min(s.mean(v, "training_seconds") for v in s.table.index if v != "o-lora"),
@@ -704,15 +768,18 @@ QUOTES = [
                      *(f(x) for x in _continual_last_per_seed(s) for f in (min, max)))),
     Quote("bench-claim-avg", "benchmarks/README",
           rf"({NUM}) \+- ({NUM}) against BranchLoRA's ({NUM}) \+- ({NUM}) and EWC's ({NUM}) \+- "
-          rf"({NUM}); D-MoLE is below BranchLoRA at seed 0 \(({NUM}) against ({NUM})\)",
+          rf"({NUM}). D-MoLE is first among the continual peers at seeds 0 and 1 \(at seed 0, "
+          rf"({NUM}) against BranchLoRA's ({NUM})\), but fourth at seed 2, below BranchLoRA, EWC "
+          rf"and MoELoRA",
           lambda s: (*(f(v, "AVG") for v in ("dmole", "branchlora", "ewc")
                        for f in (s.mean, s.std)),
                      s.seed("dmole", 0, "AVG"), s.seed("branchlora", 0, "AVG"))),
     Quote("bench-claim-ablations", "benchmarks/README",
           rf"on AVG \(({NUM}) against ({NUM})\) and Last \(({NUM}) against ({NUM})\). v3 \(no "
-          rf"curriculum\) is below on the mean \(({NUM}), ({NUM})\) but above it at seed 0. v1 "
-          rf"\(LLM only\) is better than the full method \(({NUM}), ({NUM})\). The worst is v2 "
-          rf"\(vision only\), which learns nothing \(({NUM})\)",
+          rf"curriculum\) is below on the mean too \(({NUM}), ({NUM})\), so v3, not v4, is the "
+          rf"worse of the two. Both are below on Last at every seed but above on AVG at seed 2. v1 "
+          rf"\(LLM only\) is better than the full method \(({NUM}), ({NUM})\), on both at every "
+          rf"seed. The worst is v2 \(vision only\), which learns almost nothing \(({NUM})\)",
           lambda s: (s.mean("dmole-v4", "AVG"), s.mean("dmole", "AVG"), s.mean("dmole-v4", "Last"),
                      s.mean("dmole", "Last"), s.mean("dmole-v3", "AVG"),
                      s.mean("dmole-v3", "Last"), s.mean("dmole-v1", "AVG"),
@@ -725,7 +792,8 @@ QUOTES = [
                      s.mean("branchlora", "params_per_task")
                      / s.mean("moelora", "params_per_task"))),
     Quote("bench-seq-lora-across-cpus", "benchmarks/README",
-          rf"`results/seq-lora-tiny`, from another machine, has AVG ({NUM}) against ({NUM}) here",
+          rf"the seed-0 sequential-LoRA run equals the shipped `results/seq-lora-tiny` \(same "
+          rf"score matrices; AVG ({NUM}) there, ({NUM}) in the sweep\)",
           lambda s: (s.metric("seq-lora-tiny", "AVG"), s.seed("seq-lora", 0, "AVG"))),
     # ------------------------------------------------------------------------ notebook 01
     Quote("nb01-candidates", "nb01",
@@ -836,16 +904,16 @@ QUOTES = [
                      *(set(s.stages("dmole-tiny", k)).pop() for k in ("k_vision", "k_llm")))),
     Quote("nb03-gradient-ratios", "nb03",
           rf"below sequential LoRA's on (\w+) of the nine tasks \(([\w, ]+)\) and above it on "
-          rf"the other five \(for `count_mc` about ({NUM}) against ({NUM})\); the medians over "
-          rf"tasks are about the same \(({NUM}) against ({NUM})\)",
-          lambda s: ((lambda n, names: ({"4": "four"}.get(n, n), names))(
+          rf"the other seven \(for `count_mc` about ({NUM}) against ({NUM})\); the median over "
+          rf"tasks is more than twice sequential LoRA's \(({NUM}) against ({NUM})\)",
+          lambda s: ((lambda n, names: ({"2": "two", "4": "four"}.get(n, n), names))(
               *_dmole_gradient_ratio_below_seq_lora(s))
               + (s.ratio("dmole-tiny", "grad_norm").loc["count_mc", "median"],
                  s.ratio("seq-lora-tiny", "grad_norm").loc["count_mc", "median"],
                  s.ratio("dmole-tiny", "grad_norm")["median"].median(),
                  s.ratio("seq-lora-tiny", "grad_norm")["median"].median()))),
     Quote("nb03-update-ratios", "nb03",
-          rf"about as unbalanced under both methods \(ratios ({NUM}) to ({NUM}) per task\)",
+          rf"unbalanced under both methods \(ratios ({NUM}) to ({NUM}) per task\)",
           lambda s: (lambda r: (min(x.min() for x in r), max(x.max() for x in r)))(
               [s.ratio(n, "rel_update")["median"] for n in ("dmole-tiny", "seq-lora-tiny")])),
     Quote("nb03-summary-share", "nb03", rf"the gradient share is ({NUM})-({NUM})%",
@@ -872,15 +940,16 @@ QUOTES = [
                      max(s.mean(p, "Last") for p in PEERS))),
     Quote("nb04-avg", "nb04",
           rf"D-MoLE ({NUM}) \+- ({NUM}), BranchLoRA ({NUM}), EWC ({NUM}), the rest "
-          rf"({NUM})-({NUM}); at seed 0 BranchLoRA \(({NUM})\) and EWC \(({NUM})\) are both ahead "
-          rf"of D-MoLE \(({NUM})\). D-MoLE learns each task least well in its own stage: MFT "
-          rf"({NUM}) against ({NUM})-({NUM}) for the continual peers.",
+          rf"({NUM})-({NUM}). D-MoLE is ahead of every continual peer at seeds 0 and 1, but at "
+          rf"seed 2 BranchLoRA \(({NUM})\), EWC \(({NUM})\) and, narrowly, MoELoRA \(({NUM})\) "
+          rf"are ahead of it \(({NUM})\). D-MoLE learns each task least well in its own stage: "
+          rf"MFT ({NUM}) against ({NUM})-({NUM}) for the continual peers.",
           lambda s: (s.mean("dmole", "AVG"), s.std("dmole", "AVG"),
                      s.mean("branchlora", "AVG"), s.mean("ewc", "AVG"),
                      min(s.mean(p, "AVG") for p in PEERS if p not in ("branchlora", "ewc")),
                      max(s.mean(p, "AVG") for p in PEERS if p not in ("branchlora", "ewc")),
-                     s.seed("branchlora", 0, "AVG"), s.seed("ewc", 0, "AVG"),
-                     s.seed("dmole", 0, "AVG"),
+                     s.seed("branchlora", 2, "AVG"), s.seed("ewc", 2, "AVG"),
+                     s.seed("moelora", 2, "AVG"), s.seed("dmole", 2, "AVG"),
                      s.mean("dmole", "MFT"), min(s.mean(p, "MFT") for p in PEERS),
                      max(s.mean(p, "MFT") for p in PEERS))),
     Quote("nb04-ablations", "nb04",
@@ -935,10 +1004,11 @@ QUOTES = [
           lambda s: (s.mean("dmole", "BWT"), s.mean("o-lora", "BWT"),
                      max(s.mean(v, "BWT") for v in PEERS), min(s.mean(v, "BWT") for v in PEERS))),
     Quote("nb05-lead", "nb05",
-          rf"Last, yes: ({NUM}) over O-LoRA and ({NUM}) over the best continual peer, BranchLoRA. "
+          rf"Last, yes: ({NUM}) over O-LoRA and ({NUM}) over the best continual peer, ([^.]+)\. "
           rf"AVG only within the spread: ({NUM}) over O-LoRA, ({NUM}) over BranchLoRA",
           lambda s: (s.mean("dmole", "Last") - s.mean("o-lora", "Last"),
                      s.mean("dmole", "Last") - max(s.mean(v, "Last") for v in PEERS),
+                     PEER_LABELS[max(PEERS, key=lambda v: s.mean(v, "Last"))],
                      s.mean("dmole", "AVG") - s.mean("o-lora", "AVG"),
                      s.mean("dmole", "AVG") - s.mean("branchlora", "AVG"))),
     Quote("nb05-general", "nb05",
@@ -999,29 +1069,57 @@ QUOTES = [
                           ("D-MoLE", "sequential LoRA", "(a) capacity"))),
     Quote("nb05-own", "nb05",
           rf"experts join ({NUM})% of a new task's training batches.{{0,200}}?MFT rises from "
-          rf"({NUM}) to ({NUM}) \(({NUM}) \+- ({NUM}), higher at every seed\), close to "
-          rf"sequential LoRA's ({NUM}), and AVG from ({NUM}) to ({NUM}).{{0,200}}?cuts the joins "
+          rf"({NUM}) to ({NUM}) \(({NUM}) \+- ({NUM}), higher at every seed\), still ({NUM}) "
+          rf"points short of sequential LoRA's ({NUM}), and AVG from ({NUM}) to ({NUM})"
+          rf".{{0,200}}?cuts the joins "
           rf"to ({NUM})% of batches and buys a third as much \(MFT ({NUM}) \+- ({NUM})\)",
           lambda s: (100 * _switch("D-MoLE", "train_join_share"), _switch("D-MoLE", "MFT"),
                      _switch("(b) own experts only", "MFT"),
                      *_effect("(b) own experts only", "MFT"),
+                     _switch("sequential LoRA", "MFT") - _switch("(b) own experts only", "MFT"),
                      _switch("sequential LoRA", "MFT"), _switch("D-MoLE", "AVG"),
                      _switch("(b) own experts only", "AVG"),
                      100 * _switch("(b) support over the batch", "train_join_share"),
                      *_effect("(b) support over the batch", "MFT"))),
     Quote("nb05-small-causes", "nb05",
-          rf"\(rank 18\) adds ({NUM}) \+-\s+({NUM}) to MFT, no vision floor ({NUM}) \+- ({NUM}) "
-          rf"\(the 0.1 floor ({NUM}) \+- ({NUM})\).{{0,120}}?lowers MFT by ({NUM}) \+- ({NUM})",
-          lambda s: (*_effect("(a) capacity", "MFT"), *_effect("(d) vision floor 0", "MFT"),
+          rf"\(rank 18\) lowers MFT by ({NUM}) \+- ({NUM}), behind at every seed.{{0,120}}?No "
+          rf"vision floor adds ({NUM}) \+- ({NUM}) \(the 0.1 floor ({NUM}) \+- ({NUM})\)"
+          rf".{{0,120}}?lowers MFT by ({NUM}) \+- ({NUM})",
+          lambda s: (-_effect("(a) capacity", "MFT")[0], _effect("(a) capacity", "MFT")[1],
+                     *_effect("(d) vision floor 0", "MFT"),
                      *_effect("(d) vision floor 0.1", "MFT"),
                      -_effect("(c) learning rate x2", "MFT")[0],
                      _effect("(c) learning rate x2", "MFT")[1])),
+    Quote("bench-learned-cells", "benchmarks/README",
+          rf"sequential LoRA learns ({NUM}) of the ({NUM}) \(task, seed\) cells in their own stage "
+          rf"\(grounding at seed 2 gains only ({NUM}) points\), D-MoLE ({NUM})\.",
+          lambda s: (*_learned_cells(s, "seq-lora"), _own_gain(s, "seq-lora", 2, "grounding"),
+                     _learned_cells(s, "dmole")[0])),
+    Quote("bench-dropout-sweeps", "benchmarks/README",
+          rf"Sequential LoRA still forgets \(BWT ({NUM}) -> ({NUM})\).{{0,200}}?learns ({NUM}) "
+          rf"of its ({NUM}) \(task, seed\) cells in their own stage, against ({NUM}) of ({NUM}) "
+          rf"before: grounding at seed 2 gains ({NUM}) points \(({NUM}) of 48 boxes\), where "
+          rf"before it gained ({NUM})-({NUM})\..{{0,300}}?v4's AVG \(({NUM}) -> ({NUM})\), v1's "
+          rf"Last \(({NUM}) -> ({NUM})\), and O-LoRA's BWT \(({NUM}) -> ({NUM})\).{{0,120}}?"
+          rf"D-MoLE's Last goes from ({NUM}) to ({NUM}), and v1 stays above the full method "
+          rf"\(AVG ({NUM}) against ({NUM})\)",
+          lambda s: (*_swept("seq-lora", "BWT"), *_learned_cells(s, "seq-lora"),
+                     *(x * _swept("seq-lora", "seeds")[0] for x in (
+                         _swept("seq-lora", "learned")[0], len(s.tasks))),
+                     _own_gain(s, "seq-lora", 2, "grounding"),
+                     _own_gain(s, "seq-lora", 2, "grounding") * 48 / 100,
+                     *_before_gains("seq-lora", "grounding"),
+                     *_swept("dmole-v4", "AVG"), *_swept("dmole-v1", "Last"),
+                     *_swept("o-lora", "BWT"), *_swept("dmole", "Last"),
+                     s.mean("dmole-v1", "AVG"), s.mean("dmole", "AVG"))),
     Quote("nb05-v1-after", "nb05",
-          rf"full method's AVG is ({NUM}), above default v1's ({NUM}) at every seed.{{0,120}}?"
+          rf"full method's AVG is ({NUM}), above default v1's ({NUM}) on the mean and at ({NUM}) "
+          rf"of the ({NUM}) seeds.{{0,120}}?"
           rf"reaches MFT ({NUM}) and AVG ({NUM}) \(({NUM})-({NUM}) over the seeds\), above "
           rf"sequential LoRA's MFT \(({NUM})\) and above even multi-task's AVG in notebook 04 "
           rf"\(({NUM})\).{{0,200}}?by ({NUM}) AVG",
           lambda s: (_switch("(b) own experts only", "AVG"), _switch("v1 (LLM only)", "AVG"),
+                     *_seeds_ahead("(b) own experts only", "v1 (LLM only)", "AVG"),
                      _switch("v1, own experts only", "MFT"), _switch("v1, own experts only", "AVG"),
                      _switches().query("variant == 'v1, own experts only'")["AVG"].min(),
                      _switches().query("variant == 'v1, own experts only'")["AVG"].max(),

@@ -198,10 +198,11 @@ print(f"Spearman over tasks: {answer:+.2f}")
 check("01.5", answer)
 
 # %% [markdown]
-# **Answer: Spearman -0.20, so hardly.** ocr has the smallest ratio (1.7) and a large oracle
-# vision share (0.27), but arith_vqa has the largest share (0.33) with a small ratio (4.2),
-# textcap has a small ratio (2.8) and a small share (0.09), color_mc a large ratio (12.2) and
-# the smallest share (0.07), and grounding the largest ratio (30) with a middling share
-# (0.16). The gradient ratio during training measures how hard each tower is pushed, not how
-# much loss a tower can remove; with nine tasks and a vision oracle that agrees with itself at
-# only 0.42 (notebook 05), a correlation of -0.20 is no evidence either way.
+# **Answer: Spearman -0.03, so no.** arith_vqa and ocr have small ratios (1.2 and 1.3) and
+# the largest oracle vision shares (0.33 and 0.27). But color_vqa has the smallest ratio (0.7)
+# with a middling share (0.16), color_mc a small ratio (1.6) and the smallest share (0.07),
+# count_mc a large ratio (17) and a large share (0.31), and grounding the largest ratio (28)
+# with a middling share (0.16). The gradient ratio during training measures how hard each
+# tower is pushed, not how much loss a tower can remove; with nine tasks and a vision oracle
+# that agrees with itself at only 0.42 (notebook 05), a correlation of -0.03 is no evidence
+# either way.

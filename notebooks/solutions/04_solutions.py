@@ -56,8 +56,8 @@ check("04.1", answer)
 # **Answer: none.** BWT sums the same differences a[T, i] - a[i, i] and divides by T-1 or by T;
 # switching multiplies every run's BWT by (T-1) / T = 8/9, the same positive factor for every
 # method on the same nine-task stream, and multiplying by a positive constant keeps the order
-# (and the means over seeds). Only the values shrink: EWC -73.4 -> -65.3, multi-task +9.3 ->
-# +8.3. The convention matters only when comparing with numbers from another paper (CoIN
+# (and the means over seeds). Only the values shrink: EWC -70.2 -> -62.4, multi-task +11.2 ->
+# +9.9. The convention matters only when comparing with numbers from another paper (CoIN
 # divides by T) or across streams of different lengths.
 
 # %% [markdown]
@@ -85,18 +85,18 @@ for variant in ("multitask", "dmole"):
         print(variant, seed, {t: g for t, g in gap.items() if g > 0})
 
 # %% [markdown]
-# **Answer: multi-task, by 13.8 points** (D-MoLE and its ablations 0.1-2.0, every other
+# **Answer: multi-task, by 14.8 points** (D-MoLE and its ablations 0-2.1, every other
 # method 0.1 at most). With "first", forgetting is measured from the score right after a task's own
-# stage, and multi-task's is negative (-9.3): it keeps training on every task seen so far, so
-# its curves keep rising after their own stage (count_mc by 29-65 points, grounding by 15-50).
+# stage, and multi-task's is negative (-11.2): it keeps training on every task seen so far, so
+# its curves keep rising after their own stage (count_mc by 10-54 points, grounding by 29-44).
 # "max" measures from the best score reached at any stage before the last, so whatever a
-# task gave back of that later gain by the end counts as forgetting (4.5 on average). In the
+# task gave back of that later gain by the end counts as forgetting (3.7 on average). In the
 # explorer: multi-task's curves keep climbing after the dotted line and end below their peak,
 # while the sequential methods' curves peak at the dotted line and fall at once (max = first
 # for them).
 #
-# D-MoLE's small gap (2.0) has another source worth showing: "max" also looks at the stages
-# *before* a task is learned. At seeds 1 and 2 color_mc scored 23-25 points more before its own
+# D-MoLE's small gap (1.9) has another source worth showing: "max" also looks at the stages
+# *before* a task is learned. At seeds 1 and 2 color_mc scored 19-27 points more before its own
 # stage, when another task's experts answered it, than with its own experts afterwards.
 
 # %% [markdown]
@@ -119,9 +119,9 @@ check("04.3", answer)
 
 # %% [markdown]
 # **Answer: learned by the nine non-D-MoLE methods except LwF** (seed means right after its
-# stage: BranchLoRA 40.3, EWC 39.6, MoLE 36.1, sequential fine-tuning 34.0, O-LoRA 28.5,
-# MoELoRA 22.2, sequential LoRA 18.8, MoLA 18.1, multi-task 12.5, rising to 37.5 later);
-# **kept only by multi-task** (34.7 at the end). Every sequential method loses it entirely at
+# stage: BranchLoRA 46.5, MoELoRA 38.9, EWC 36.8, sequential fine-tuning 36.8, MoLE 32.6,
+# MoLA 22.9, sequential LoRA 20.1, O-LoRA 13.9, multi-task 11.1, rising to 44.4 later);
+# **kept only by multi-task** (27.1 at the end). Every sequential method loses it entirely at
 # the next stage (0.0 from stage 3 on). D-MoLE and all its ablations never learn it (0 at every
 # stage and seed; notebook 02 points at one candidate cause: grounding trains with caption's
 # experts switched on and is tested with its own only), and neither does LwF (0.0 at every
@@ -142,17 +142,17 @@ print("multi-task's Last is the highest at every seed:",
       bool((last.loc["multitask"] >= last.drop("multitask").max()).all()))
 
 # %% [markdown]
-# **Answer: on Last yes, on MFT no.** Multi-task's Last (53.2) is far above every continual
-# method's (at most 33.6, D-MoLE v1), at every seed. Its MFT (44.9) is below that of every
-# other method outside D-MoLE (52.3 for BranchLoRA to 75.2 for EWC) and above only D-MoLE and
-# its ablations (at most 33.6): at the same compute (the same optimiser steps per stage; 348 s
-# of training against 394 s for sequential LoRA) each stage draws its samples evenly from all
+# **Answer: on Last yes, on MFT no.** Multi-task's Last (55.3) is far above every continual
+# method's (at most 39.1, D-MoLE v1), at every seed. Its MFT (45.4) is below that of every
+# other method outside D-MoLE (52.0 for BranchLoRA to 74.7 for EWC) and above only D-MoLE and
+# its ablations (at most 39.1): at the same compute (the same optimiser steps per stage; 139 s
+# of training against 123 s for sequential LoRA) each stage draws its samples evenly from all
 # the tasks seen so far, so the new task gets 1/t of them and is learned less well right
 # away. An upper bound on forgetting is not
 # an upper bound on learning speed.
 
 # %% [markdown]
-# ## Exercise 04.5: per-sample routing in the comparison (about 20 minutes on 2 CPU cores)
+# ## Exercise 04.5: per-sample routing in the comparison (about 7 minutes on 2 CPU cores)
 #
 # The shipped comparison already holds D-MoLE with batch routing at seeds 0-2, so only the new
 # variant needs to train. From the project folder:
@@ -162,11 +162,11 @@ print("multi-task's Last is the highest at every seed:",
 #     --out runs/compare-routing
 # ```
 #
-# Time: three D-MoLE runs; the shipped comparison's D-MoLE runs trained in 291-449 s each
+# Time: three D-MoLE runs; the shipped comparison's D-MoLE runs trained in 116-131 s each
 # (`training_seconds` in results/compare-tiny/runs.parquet, one thread each, two at a time on 2
-# cores), plus about 26 s of evaluation each: about 20 minutes in one process, about 13 in
+# cores), plus about 26 s of evaluation each: about 7 minutes in one process, about 5 in
 # two (`--shard 1/2 --threads 1` and `--shard 2/2 --threads 1` in two terminals, then the same
-# command with `--table-only`). `--seeds 0` alone: about 7 minutes. Read it with
+# command with `--table-only`). `--seeds 0` alone: about 2-3 minutes. Read it with
 # `results.open_comparison("compare-routing", results.RUNS_DIR)`.
 #
 # **What we measured** (the same command on a GPU machine): BWT -0.18, -0.31 and -0.03 at seeds
@@ -175,8 +175,8 @@ print("multi-task's Last is the highest at every seed:",
 # autoencoder once it exists. The larger effect is elsewhere: about 13% of each test set gets no
 # expert or the wrong one from the start (notebook 02, exercise 4), so MFT and Last drop
 # (notebook 02's single-seed comparison on one machine: Last 27.5 against 31.4). Over the three
-# seeds: AVG 25.5 +- 4.0, Last 29.3 +- 6.4 (shipped batch routing: 25.3, 30.2; on another
-# machine, so only roughly comparable).
+# seeds: AVG 25.5 +- 4.0, Last 29.3 +- 6.4 (shipped batch routing: 26.3, 32.1; on another
+# machine and without adapter dropout, so only roughly comparable).
 
 # %%
 try:
