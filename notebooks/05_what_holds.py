@@ -313,8 +313,8 @@ ComparisonExplorer(switch_scores_named, switch_runs_named, variants=shown,
 #   better than the proxy.
 # - D-MoLE's low plasticity here is mostly its training-time routing: experts of earlier tasks
 #   join 90% of a task's training batches but are off when it is tested. Removing that raises
-#   MFT by 27 points; capacity, learning rate and the vision floor matter far less. The
-#   LLM-only v1 still beats the full method after the fix.
+#   MFT by 25 points; the vision floor matters far less, and more rank or a higher learning rate
+#   lowers MFT. The LLM-only v1 still beats the full method after the fix.
 #
 # ## Exercises
 #
