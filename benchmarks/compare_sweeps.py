@@ -21,17 +21,13 @@ the ratio, and leaves the reading to the person who made both.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from dmole_lab.analysis.compare import markdown, sweep_changes
-from dmole_lab.viz.results import RESULTS_DIR, open_comparison
+from dmole_lab.viz.results import RESULTS_DIR, committed_comparison, open_comparison
 
 
 def qualitative(table, tasks: int, side: str = "after") -> dict[str, bool]:
@@ -49,21 +45,6 @@ def qualitative(table, tasks: int, side: str = "after") -> dict[str, bool]:
         checks["D-MoLE's router is right after the last stage, at every seed"] = bool(
             row[("router_accuracy", side)] == 1.0)
     return checks
-
-
-def committed(rev: str, name: str, into: Path) -> Path:
-    """Extract ``results/<name>`` as committed at git revision ``rev`` under ``into``; returns
-    the results folder to read it from."""
-    root = RESULTS_DIR.parent
-    try:
-        archive = subprocess.run(["git", "-C", str(root), "archive", rev, f"results/{name}"],
-                                 check=True, capture_output=True).stdout
-    except subprocess.CalledProcessError as e:
-        raise SystemExit(f"cannot read results/{name} at revision {rev!r}: "
-                         f"{e.stderr.decode().strip()}") from None
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "results"
 
 
 def shown(folder: str) -> str:
@@ -98,10 +79,14 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=str(Path(__file__).with_name("results")
                                          / "compare_sweeps.json"))
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        before_dir = (committed(args.before_rev, args.before, Path(tmp)) if args.before_rev
-                      else Path(args.before_dir))
-        before = open_comparison(args.before, before_dir)
+    if args.before_rev:
+        try:
+            before = committed_comparison(args.before, args.before_rev)
+        except (LookupError, FileNotFoundError) as e:
+            raise SystemExit(f"cannot read results/{args.before} at revision "
+                             f"{args.before_rev!r}: {e}") from None
+    else:
+        before = open_comparison(args.before, Path(args.before_dir))
     after = open_comparison(args.after, Path(args.after_dir))
     table = sweep_changes(before, after, args.learned_margin)
     print(markdown(arrows(table)))

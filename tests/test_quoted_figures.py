@@ -399,24 +399,14 @@ def _swept(variant: str, metric: str) -> tuple[float, float]:
 def _before_gains(variant: str, task: str) -> tuple[float, float]:
     """Lowest and highest a[i, i] - b_i of a task over the seeds of the comparison that
     compare_sweeps.json read as "before" (a git revision of results/compare-tiny)."""
-    import io
-    import subprocess
-    import tarfile
-    import tempfile
-
     from dmole_lab.analysis.metrics import matrix_from_scores
-    from dmole_lab.viz.results import open_comparison
+    from dmole_lab.viz.results import committed_comparison
 
     rev, name = _bench("compare_sweeps")["before"].split(":results/")
-    got = subprocess.run(["git", "-C", str(ROOT), "archive", rev, f"results/{name}"],
-                         capture_output=True)
-    if got.returncode:  # a shallow clone lacks the revision; a full one must have it
-        pytest.skip(f"revision {rev} is not in this clone: {got.stderr.decode().strip()}")
-    archive = got.stdout
-    with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
-        scores, runs = open_comparison(name, Path(tmp) / "results")
+    try:
+        scores, runs = committed_comparison(name, rev)
+    except LookupError as e:  # a shallow clone lacks the revision; a full one must have it
+        pytest.skip(str(e))
     gains = []
     for r in runs[runs.variant == variant].itertuples():
         tasks = r.tasks.split(",")

@@ -154,6 +154,32 @@ def open_comparison(name: str, results_dir: Path | None = None):
     return pd.read_parquet(root / "scores.parquet"), pd.read_parquet(root / "runs.parquet")
 
 
+def committed_comparison(name: str, rev: str):
+    """(scores, runs) of comparison ``name`` as committed at git revision ``rev`` of this
+    repository (``results/<name>``), e.g. the comparison a reshipped one replaced.
+
+    Raises :class:`LookupError` if the clone does not have ``rev`` (a shallow clone), and
+    :class:`FileNotFoundError` if ``rev`` has no such comparison."""
+    import io
+    import subprocess
+    import tarfile
+    import tempfile
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True)
+
+    if git("cat-file", "-e", f"{rev}^{{commit}}").returncode:
+        raise LookupError(f"revision {rev!r} is not in this clone of {PROJECT_ROOT.name}")
+    got = git("archive", rev, f"results/{name}")
+    if got.returncode:
+        raise FileNotFoundError(f"no results/{name} at revision {rev!r}: "
+                                f"{got.stderr.decode().strip()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(fileobj=io.BytesIO(got.stdout)) as tar:
+            tar.extractall(tmp, filter="data")
+        return open_comparison(name, Path(tmp) / "results")
+
+
 def open_or_compare(name: str, recompute: bool = False, preset: str = "tiny",
                     overrides: dict | None = None, methods: str | None = None,
                     seeds: str = "0,1,2"):
