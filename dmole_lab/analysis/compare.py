@@ -168,15 +168,20 @@ def collect(done: list[tuple[Variant, int, RunStore]]) -> tuple[pd.DataFrame, pd
     return scores.reset_index(drop=True), pd.DataFrame(runs)
 
 
+def run_matrices(scores: pd.DataFrame, runs: pd.DataFrame):
+    """Each run's row of ``runs`` with its (T+1, T) score matrix, rebuilt from ``scores``."""
+    for r in runs.itertuples(index=False):
+        sm = scores[(scores["variant"] == r.variant) & (scores["seed"] == r.seed)]
+        yield r, matrix_from_scores(sm, r.tasks.split(","))
+
+
 def run_metrics(scores: pd.DataFrame, runs: pd.DataFrame, bwt_divisor: str = "T-1",
                 forgetting_mode: str = "first") -> pd.DataFrame:
     """One row per run (variant, seed): the metrics of docs/method.md section 4 under the chosen
     conventions, recomputed from the stored score matrices, plus general-set retention and
     cost."""
     rows = []
-    for r in runs.itertuples(index=False):
-        sm = scores[(scores["variant"] == r.variant) & (scores["seed"] == r.seed)]
-        A = matrix_from_scores(sm, r.tasks.split(","))
+    for r, A in run_matrices(scores, runs):
         retention = (100.0 * r.general / r.general_zero_shot
                      if r.general_zero_shot and np.isfinite(r.general_zero_shot) else np.nan)
         rows.append({"variant": r.variant, "method": r.method, "seed": r.seed,
@@ -190,12 +195,9 @@ def learned_counts(scores: pd.DataFrame, runs: pd.DataFrame,
                    margin: float = 10.0) -> pd.DataFrame:
     """Per run (variant, seed): how many tasks it learned in its own stage
     (:func:`~dmole_lab.analysis.metrics.learned_in_own_stage`)."""
-    rows = []
-    for r in runs.itertuples(index=False):
-        sm = scores[(scores["variant"] == r.variant) & (scores["seed"] == r.seed)]
-        rows.append({"variant": r.variant, "seed": r.seed, "learned": learned_in_own_stage(
-            matrix_from_scores(sm, r.tasks.split(",")), margin)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"variant": r.variant, "seed": r.seed,
+                          "learned": learned_in_own_stage(A, margin)}
+                         for r, A in run_matrices(scores, runs)])
 
 
 #: What :func:`sweep_changes` sets side by side, per variant (means over seeds, except the
