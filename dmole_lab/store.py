@@ -50,6 +50,8 @@ DEFAULT_EXCLUDE = ("runs_dir", "pretrain")
 METHOD_SECTIONS = {"dmole": "dmole", "lwf": "lwf", "ewc": "ewc", "o-lora": "olora",
                    "moelora": "moelora", "mole": "mole", "mola": "mola",
                    "branchlora": "branch"}
+#: Every method's section, for a run or cache that reads none of them.
+METHOD_SECTION_NAMES = tuple(sorted(set(METHOD_SECTIONS.values())))
 
 
 def run_exclude(cfg: RunConfig) -> tuple[str, ...]:

@@ -25,12 +25,12 @@ from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import check_model_folder, load_model, resolve_device
 from dmole_lab.probes.sensitivity import check_proxies, probe_batches, sensitivity
 from dmole_lab.seeding import seed_everything, stage_seed
-from dmole_lab.store import METHOD_SECTIONS, RunStore
+from dmole_lab.store import METHOD_SECTION_NAMES, RunStore
 
 #: Config sections a probe does not read (kept out of its folder's hash): no method's section, so
 #: a preset that changes, say, a mixture's dropout still finds its probe.
 PROBE_EXCLUDE = ("runs_dir", "pretrain", "method", "lora", "eval",
-                 *sorted(set(METHOD_SECTIONS.values())))
+                 *METHOD_SECTION_NAMES)
 
 
 def probe_plan(cfg: RunConfig, n_train: int | None = None) -> tuple[int, int, list[int]]:

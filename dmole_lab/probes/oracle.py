@@ -21,7 +21,7 @@ from dmole_lab.data.encode import Encoded, placement, to_device, train_batch
 from dmole_lab.models.anatomy import Anatomy, anatomy_of
 from dmole_lab.models.compat import get_peft_model_quietly
 from dmole_lab.seeding import seed_everything
-from dmole_lab.store import METHOD_SECTIONS
+from dmole_lab.store import METHOD_SECTION_NAMES
 from dmole_lab.training.stage import train_stage
 
 #: Config sections that no oracle reads: it trains one plain LoRA (``lora.r``, ``lora.alpha``, no
@@ -29,7 +29,7 @@ from dmole_lab.training.stage import train_stage
 #: ``lora.dropout`` may rename its cache, or a preset that turns dropout off would retrain hours of
 #: parts that come out the same.
 ORACLE_EXCLUDE = ("runs_dir", "pretrain", "method", "eval", "probe", "lora",
-                  *sorted(set(METHOD_SECTIONS.values())))
+                  *METHOD_SECTION_NAMES)
 
 
 def oracle_key(cfg, preset: str) -> str:
