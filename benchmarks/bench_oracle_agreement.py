@@ -9,8 +9,10 @@ steps from the base model, the held-out loss it removes) for one tower's layers 
 read from its cache (<runs_dir>/oracle-parts), new ones are kept in their own cache, so an
 interrupted run resumes. For n = 2, 4, ... seeds it reports the oracle's split-half agreement
 (even seeds' mean against odd seeds' mean, mean over tasks;
-:func:`dmole_lab.analysis.profiles.oracle_ceiling`) and the mean single-seed agreement.
-Writes benchmarks/results/oracle_agreement.json; ships nothing.
+:func:`dmole_lab.analysis.profiles.oracle_ceiling`) and the mean single-seed agreement, and,
+when the probe that bench_proxy_oracle.py shipped (results/probe-<preset>) is there, each
+proxy's Spearman with the oracle of those n seeds (is the proxy's weak showing the oracle's
+noise?). Writes benchmarks/results/oracle_agreement.json; ships nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmole_lab.analysis.profiles import oracle_ceiling
+from dmole_lab.analysis.profiles import oracle_ceiling, oracle_profiles, proxy_vs_oracle
 from dmole_lab.config import build_config, parse_cli_overrides
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
@@ -31,6 +33,7 @@ from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import load_model
 from dmole_lab.probes.oracle import oracle_gains, oracle_parts
 from dmole_lab.store import write_table
+from dmole_lab.viz.results import RESULTS_DIR, open_run
 
 
 def tower_oracle(cfg, tasks, tower, steps, seeds, both: Path, own: Path) -> pd.DataFrame:
@@ -72,6 +75,20 @@ def agreement_by_seeds(oracle: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def proxy_agreement_by_seeds(oracle: pd.DataFrame, sensitivity: pd.DataFrame,
+                             batches: int) -> list[dict]:
+    """Each proxy's Spearman with the oracle of the first n seeds (mean over tasks), n = 2,
+    4, ...: the proxy read after ``batches`` probe batches from a probe's sensitivity table."""
+    sensitivity = sensitivity[sensitivity["task"].isin(set(oracle["task"]))]
+    rows = []
+    for n in range(2, int(oracle["seed"].nunique()) + 1, 2):
+        gains = oracle_profiles(oracle[oracle["seed"] < n], "gain")
+        _, pooled = proxy_vs_oracle(sensitivity, gains, batches)
+        rows.append({"seeds": n, **{r.proxy: round(float(r.mean), 3)
+                                    for r in pooled.itertuples()}})
+    return rows
+
+
 def main(argv=None) -> int:
     """Train what is missing, then report the agreement against the number of seeds."""
     p = argparse.ArgumentParser(description=__doc__,
@@ -83,6 +100,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=12)
     p.add_argument("--json", default=str(Path(__file__).with_name("results")
                                           / "oracle_agreement.json"))
+    p.add_argument("--results-dir", default=str(RESULTS_DIR),
+                   help="where bench_proxy_oracle.py shipped probe-PRESET")
     args, rest = p.parse_known_args(argv)
     if args.seeds < 2 or args.steps < 1:
         raise SystemExit(f"--seeds must be >= 2 and --steps >= 1, got {args.seeds} and "
@@ -96,6 +115,13 @@ def main(argv=None) -> int:
     result = {"preset": args.preset, "tower": args.tower, "steps": args.steps, "tasks": tasks,
               "seconds_this_call": round(time.perf_counter() - t0, 1),
               "agreement": agreement_by_seeds(oracle)}
+    probe = Path(args.results_dir) / f"probe-{args.preset}"
+    if (probe / "manifest.json").is_file():
+        run = open_run(probe.name, Path(args.results_dir))
+        k1 = run.manifest()["probe_batches"]
+        result["proxy_vs_oracle"] = {
+            "probe": probe.name, "probe_batches": k1,
+            "by_seeds": proxy_agreement_by_seeds(oracle, run.summary("sensitivity"), k1)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

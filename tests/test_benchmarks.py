@@ -427,6 +427,7 @@ def test_bench_oracle_agreement_smoke_reads_shared_seeds_and_trains_the_rest(
     capsys.readouterr()
     out = tmp_path / "agreement.json"
     _run("bench_oracle_agreement.py", [*args, "--seeds", "4", "--tower", "vision",
+                                       "--results-dir", str(tmp_path / "res"),
                                        "--json", str(out)], monkeypatch)
     trained = [ln.split(":")[0] for ln in capsys.readouterr().out.splitlines()
                if ln.startswith("oracle ")]
@@ -434,3 +435,7 @@ def test_bench_oracle_agreement_smoke_reads_shared_seeds_and_trains_the_rest(
     result = json.loads(out.read_text())
     assert [r["seeds"] for r in result["agreement"]] == [2, 4]
     assert all(-1 <= r["split_half"] <= 1 for r in result["agreement"])
+    proxies = result["proxy_vs_oracle"]  # the probe bench_proxy_oracle.py shipped
+    assert proxies["probe"] == "probe-smoke"
+    assert [r["seeds"] for r in proxies["by_seeds"]] == [2, 4]
+    assert {"grad_norm", "snip", "fisher"} <= set(proxies["by_seeds"][0])
