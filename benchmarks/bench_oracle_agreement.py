@@ -1,7 +1,8 @@
 """How many seeds until the oracle agrees with itself? Its split-half agreement against seeds.
 
 Usage: python benchmarks/bench_oracle_agreement.py [--preset tiny] [--tower vision]
-                                                   [--steps 80] [--seeds 12] [overrides...]
+                                                   [--steps 80] [--seeds 12] [--ship]
+                                                   [overrides...]
 
 Trains the oracle of benchmarks/bench_proxy_oracle.py (a LoRA on one layer alone, ``--steps``
 steps from the base model, the held-out loss it removes) for one tower's layers at seeds
@@ -12,7 +13,8 @@ interrupted run resumes. For n = 2, 4, ... seeds it reports the oracle's split-h
 :func:`dmole_lab.analysis.profiles.oracle_ceiling`) and the mean single-seed agreement, and,
 when the probe that bench_proxy_oracle.py shipped (results/probe-<preset>) is there, each
 proxy's Spearman with the oracle of those n seeds (is the proxy's weak showing the oracle's
-noise?). Writes benchmarks/results/oracle_agreement.json; ships nothing.
+noise?). Writes benchmarks/results/oracle_agreement.json; ``--ship`` also stores the oracle
+and both curves as results/oracle-<tower>-<preset> (notebook 05).
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmole_lab.analysis.profiles import oracle_ceiling, oracle_profiles, proxy_vs_oracle
-from dmole_lab.config import build_config, parse_cli_overrides
+from dmole_lab.analysis.profiles import ceiling_by_seeds, proxy_by_seeds
+from dmole_lab.config import build_config, parse_cli_overrides, to_dict
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import load_model
 from dmole_lab.probes.oracle import oracle_gains, oracle_parts
-from dmole_lab.store import write_table
+from dmole_lab.store import write_json, write_table
 from dmole_lab.viz.results import RESULTS_DIR, open_run
 
 
@@ -65,30 +67,6 @@ def tower_oracle(cfg, tasks, tower, steps, seeds, both: Path, own: Path) -> pd.D
     return pd.concat(parts, ignore_index=True)
 
 
-def agreement_by_seeds(oracle: pd.DataFrame) -> list[dict]:
-    """Split-half and single-seed agreement of the oracle of the first n seeds, n = 2, 4, ..."""
-    rows = []
-    for n in range(2, int(oracle["seed"].nunique()) + 1, 2):
-        c = oracle_ceiling(oracle[oracle["seed"] < n])
-        rows.append({"seeds": n, "split_half": round(float(c["spearman"].mean()), 3),
-                     "single": round(float(c["single"].mean()), 3)})
-    return rows
-
-
-def proxy_agreement_by_seeds(oracle: pd.DataFrame, sensitivity: pd.DataFrame,
-                             batches: int) -> list[dict]:
-    """Each proxy's Spearman with the oracle of the first n seeds (mean over tasks), n = 2,
-    4, ...: the proxy read after ``batches`` probe batches from a probe's sensitivity table."""
-    sensitivity = sensitivity[sensitivity["task"].isin(set(oracle["task"]))]
-    rows = []
-    for n in range(2, int(oracle["seed"].nunique()) + 1, 2):
-        gains = oracle_profiles(oracle[oracle["seed"] < n], "gain")
-        _, pooled = proxy_vs_oracle(sensitivity, gains, batches)
-        rows.append({"seeds": n, **{r.proxy: round(float(r.mean), 3)
-                                    for r in pooled.itertuples()}})
-    return rows
-
-
 def main(argv=None) -> int:
     """Train what is missing, then report the agreement against the number of seeds."""
     p = argparse.ArgumentParser(description=__doc__,
@@ -101,7 +79,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=str(Path(__file__).with_name("results")
                                           / "oracle_agreement.json"))
     p.add_argument("--results-dir", default=str(RESULTS_DIR),
-                   help="where bench_proxy_oracle.py shipped probe-PRESET")
+                   help="where bench_proxy_oracle.py shipped probe-PRESET, and where "
+                        "--ship writes")
+    p.add_argument("--ship", action="store_true",
+                   help="store the oracle and both curves as oracle-TOWER-PRESET (notebook 05)")
     args, rest = p.parse_known_args(argv)
     if args.seeds < 2 or args.steps < 1:
         raise SystemExit(f"--seeds must be >= 2 and --steps >= 1, got {args.seeds} and "
@@ -112,16 +93,31 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     oracle = tower_oracle(cfg, tasks, args.tower, args.steps, args.seeds, shared,
                           shared.with_name(f"{shared.name}-{args.tower}"))
+    curve = ceiling_by_seeds(oracle)
     result = {"preset": args.preset, "tower": args.tower, "steps": args.steps, "tasks": tasks,
               "seconds_this_call": round(time.perf_counter() - t0, 1),
-              "agreement": agreement_by_seeds(oracle)}
+              "agreement": [{"seeds": int(r.seeds), "split_half": round(r.split_half, 3),
+                             "single": round(r.single, 3)} for r in curve.itertuples()]}
+    tables = {"oracle": oracle, "agreement": curve}
     probe = Path(args.results_dir) / f"probe-{args.preset}"
     if (probe / "manifest.json").is_file():
         run = open_run(probe.name, Path(args.results_dir))
         k1 = run.manifest()["probe_batches"]
+        tables["proxy_by_seeds"] = proxies = proxy_by_seeds(run.summary("sensitivity"), oracle,
+                                                            k1)
         result["proxy_vs_oracle"] = {
             "probe": probe.name, "probe_batches": k1,
-            "by_seeds": proxy_agreement_by_seeds(oracle, run.summary("sensitivity"), k1)}
+            "by_seeds": [{"seeds": int(n), **dict(zip(d["proxy"], d["spearman"].round(3)))}
+                         for n, d in proxies.groupby("seeds")]}
+    if args.ship:
+        out = Path(args.results_dir) / f"oracle-{args.tower}-{args.preset}"
+        for name, table in tables.items():
+            write_table(out / "tables" / f"{name}.parquet", table)
+        write_json(out / "manifest.json", {
+            "name": out.name, "kind": "oracle", "method": "oracle", "tower": args.tower,
+            "tasks": tasks, "steps": args.steps, "seeds": args.seeds, "stages": {},
+            "config": to_dict(cfg), "status": "complete"})
+        print(f"shipped {out}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

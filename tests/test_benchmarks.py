@@ -427,7 +427,7 @@ def test_bench_oracle_agreement_smoke_reads_shared_seeds_and_trains_the_rest(
     capsys.readouterr()
     out = tmp_path / "agreement.json"
     _run("bench_oracle_agreement.py", [*args, "--seeds", "4", "--tower", "vision",
-                                       "--results-dir", str(tmp_path / "res"),
+                                       "--results-dir", str(tmp_path / "res"), "--ship",
                                        "--json", str(out)], monkeypatch)
     trained = [ln.split(":")[0] for ln in capsys.readouterr().out.splitlines()
                if ln.startswith("oracle ")]
@@ -439,3 +439,10 @@ def test_bench_oracle_agreement_smoke_reads_shared_seeds_and_trains_the_rest(
     assert proxies["probe"] == "probe-smoke"
     assert [r["seeds"] for r in proxies["by_seeds"]] == [2, 4]
     assert {"grad_norm", "snip", "fisher"} <= set(proxies["by_seeds"][0])
+    shipped = tmp_path / "res" / "oracle-vision-smoke" / "tables"
+    oracle = pd.read_parquet(shipped / "oracle.parquet")
+    assert set(oracle.tower) == {"vision"} and sorted(set(oracle.seed)) == [0, 1, 2, 3]
+    curve = pd.read_parquet(shipped / "agreement.parquet")
+    assert curve["split_half"].round(3).tolist() == [r["split_half"] for r in result["agreement"]]
+    assert len(pd.read_parquet(shipped / "proxy_by_seeds.parquet").query("seeds == 4")) == len(
+        proxies["by_seeds"][1]) - 1

@@ -157,3 +157,56 @@ def test_one_task_has_no_partner_to_be_alike_with():
     corr = task_correlations(prof, "llm")
     assert corr.shape == (1, 1) and corr.iloc[0, 0] == 1.0
     assert math.isnan(mean_offdiagonal(corr))
+
+
+def _noisy_oracle(sensitivity_table, seeds: int, noise: float) -> pd.DataFrame:
+    """An oracle whose every seed is grad_norm's profile plus seeded noise of scale ``noise``."""
+    prof = layer_profiles(sensitivity_table(), "grad_norm")
+    rng = np.random.default_rng(0)
+    parts = [prof.rename(columns={"score": "gain"})
+             .assign(gain=lambda d: d["gain"] + noise * rng.standard_normal(len(d)), seed=s)
+             for s in range(seeds)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_ceiling_by_seeds_rises_as_noisy_seeds_are_averaged(sensitivity_table):
+    from dmole_lab.analysis.profiles import ceiling_by_seeds
+
+    curve = ceiling_by_seeds(_noisy_oracle(sensitivity_table, 40, noise=12.0))
+    vision = curve[curve.tower == "vision"]
+    assert list(vision.seeds) == list(range(2, 41, 2))
+    # averaging seeds helps the halves, while single seeds stay as noisy as they are
+    assert vision.split_half.iloc[-1] > vision.split_half.iloc[0] + 0.2
+    assert vision.single.iloc[-1] == pytest.approx(vision.single.iloc[1:].mean(), abs=0.15)
+    exact = ceiling_by_seeds(_noisy_oracle(sensitivity_table, 4, noise=0.0))
+    np.testing.assert_allclose(exact[["split_half", "single"]], 1.0)
+
+
+def test_proxy_by_seeds_scores_each_proxy_against_the_first_n_seeds(sensitivity_table):
+    from dmole_lab.analysis.profiles import proxy_by_seeds
+
+    oracle = _noisy_oracle(sensitivity_table, 6, noise=0.0)
+    oracle.loc[oracle.seed >= 4, "gain"] *= -1  # seeds 4 and 5 reverse the ranking
+    rows = proxy_by_seeds(sensitivity_table(), oracle)
+    g = rows[rows.proxy == "grad_norm"].set_index(["tower", "seeds"])["spearman"]
+    assert g["vision", 2] == pytest.approx(1.0) and g["vision", 4] == pytest.approx(1.0)
+    assert g["vision", 6] == pytest.approx(1.0)  # two reversed seeds of six: the mean holds
+    oracle.loc[oracle.seed >= 4, "gain"] *= 3  # now they outweigh the other four
+    g = proxy_by_seeds(sensitivity_table(), oracle).query("proxy == 'grad_norm'")
+    assert g[g.seeds == 6].spearman.to_numpy() == pytest.approx(-1.0)
+    assert set(rows.proxy) == {"grad_norm", "snip"}
+
+
+def test_oracle_agreement_plot_draws_both_curves_the_proxy_and_the_target(sensitivity_table):
+    from dmole_lab.analysis.profiles import ceiling_by_seeds, proxy_by_seeds
+
+    oracle = _noisy_oracle(sensitivity_table, 6, noise=1.0)
+    fig = plots.oracle_agreement(ceiling_by_seeds(oracle),
+                                 proxy_by_seeds(sensitivity_table(), oracle))
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "vision: half against half" in labels and "llm: grad_norm vs oracle" in labels
+    assert "target 0.8" in labels
+    plots.close(fig)
+    with pytest.raises(ValueError, match="'fisher'.*grad_norm"):
+        plots.oracle_agreement(ceiling_by_seeds(oracle),
+                               proxy_by_seeds(sensitivity_table(), oracle), proxy="fisher")

@@ -132,6 +132,34 @@ def oracle_ceiling(oracle: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+
+def ceiling_by_seeds(oracle: pd.DataFrame) -> pd.DataFrame:
+    """The oracle's agreement with itself as seeds are added: :func:`oracle_ceiling` of its
+    first n = 2, 4, ... seeds, mean over tasks. Returns tower, seeds, split_half (even seeds'
+    mean against odd seeds' mean) and single (mean over pairs of single seeds)."""
+    rows = []
+    for n in range(2, int(oracle["seed"].nunique()) + 1, 2):
+        c = oracle_ceiling(oracle[oracle["seed"] < n])
+        for tower, d in c.groupby("tower", sort=False):
+            rows.append({"tower": tower, "seeds": n, "split_half": float(d["spearman"].mean()),
+                         "single": float(d["single"].mean())})
+    return pd.DataFrame(rows)
+
+
+def proxy_by_seeds(sensitivity: pd.DataFrame, oracle: pd.DataFrame,
+                   batches: int | None = None) -> pd.DataFrame:
+    """Each proxy's Spearman with the oracle of the first n = 2, 4, ... seeds (mean over the
+    oracle's tasks; :func:`proxy_vs_oracle`): does the proxy agree more with an oracle that
+    agrees more with itself? Returns tower, seeds, proxy, spearman."""
+    sensitivity = sensitivity[sensitivity["task"].isin(set(oracle["task"]))]
+    parts = []
+    for n in range(2, int(oracle["seed"].nunique()) + 1, 2):
+        _, pooled = proxy_vs_oracle(sensitivity,
+                                    oracle_profiles(oracle[oracle["seed"] < n], "gain"), batches)
+        parts.append(pooled.rename(columns={"mean": "spearman"})
+                     [["tower", "proxy", "spearman"]].assign(seeds=n))
+    return pd.concat(parts, ignore_index=True)[["tower", "seeds", "proxy", "spearman"]]
+
 def normalise(profiles: pd.DataFrame, how: str = "minmax") -> pd.DataFrame:
     """Profiles with ``score`` normalised per task and tower (see :data:`NORMALISATIONS`)."""
     if how not in NORMALISATIONS:

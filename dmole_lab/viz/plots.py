@@ -600,6 +600,38 @@ def proxy_reliability(table: pd.DataFrame, proxy: str = "grad_norm",
     return fig
 
 
+
+def oracle_agreement(curve: pd.DataFrame, proxies: pd.DataFrame | None = None,
+                     proxy: str = "grad_norm", target: float = 0.8, ax=None,
+                     title: str | None = None):
+    """The oracle's agreement with itself against its number of seeds, per tower: two
+    independent halves of the seeds (solid), and single seeds (dashed), with the ``target`` a
+    trustworthy oracle should reach; and, from ``proxies``, ``proxy``'s Spearman with the
+    oracle of those seeds (dotted). ``curve`` and ``proxies``:
+    :func:`dmole_lab.analysis.profiles.ceiling_by_seeds` and
+    :func:`~dmole_lab.analysis.profiles.proxy_by_seeds`."""
+    fig, ax = _ax(ax, figsize=(7, 3.6))
+    for tower, d in curve.groupby("tower", sort=False):
+        colour = TOWER_COLORS.get(tower)
+        ax.plot(d["seeds"], d["split_half"], marker="o", color=colour,
+                label=f"{tower}: half against half")
+        ax.plot(d["seeds"], d["single"], ls="--", color=colour, label=f"{tower}: single seeds")
+        if proxies is not None:
+            p = proxies[(proxies["tower"] == tower) & (proxies["proxy"] == proxy)]
+            if p.empty:
+                raise ValueError(f"no {tower} rows for proxy {proxy!r}; have "
+                                 f"{sorted(set(proxies['proxy']))}")
+            ax.plot(p["seeds"], p["spearman"], ls=":", marker=".", color=colour,
+                    label=f"{tower}: {proxy} vs oracle")
+    ax.axhline(target, color="black", ls="-.", lw=0.8, label=f"target {target:g}")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel("oracle seeds")
+    ax.set_ylabel("Spearman over layers")
+    ax.set_ylim(-0.2, 1)
+    _legend_outside(ax)
+    ax.set_title(title or "Does the oracle agree with itself? (mean over tasks)")
+    return fig
+
 def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
                         n_layers: dict[str, int], ax=None, title: str | None = None):
     """Figure 3 (docs/method.md section 5): tasks x layers per tower, the number of modules of each
