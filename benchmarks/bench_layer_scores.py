@@ -35,10 +35,10 @@ import pandas as pd
 from dmole_lab.analysis.profiles import (
     ACROSS_TASKS,
     across_tasks,
-    agreement_with_oracle,
     factor_scores,
     layer_profiles,
     oracle_profiles,
+    score_agreement,
 )
 from dmole_lab.config import build_config, parse_cli_overrides, resolve_path, to_dict
 from dmole_lab.data.encode import encode
@@ -95,18 +95,6 @@ def all_scores(factors: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
         ["task", "tower", "layer", "score_name", "score"]]
 
 
-def agreement(scores: pd.DataFrame, oracle_gain: pd.DataFrame) -> tuple[pd.DataFrame,
-                                                                        pd.DataFrame]:
-    """Per task and pooled Spearman of every score with the oracle."""
-    per_task = pd.concat([agreement_with_oracle(d.drop(columns="score_name"), oracle_gain)
-                          .assign(score_name=name)
-                          for name, d in scores.groupby("score_name", sort=False)],
-                         ignore_index=True)
-    pooled = (per_task.groupby(["score_name", "tower"], sort=False)["spearman"]
-              .agg(["mean", "std", "count"]).reset_index())
-    return per_task, pooled
-
-
 def main(argv=None) -> int:
     """Measure, compare and store."""
     p = argparse.ArgumentParser(description=__doc__,
@@ -146,7 +134,7 @@ def main(argv=None) -> int:
         print(f"{task}: {time.perf_counter() - t0:.1f} s", flush=True)
     factors = pd.concat(factors, ignore_index=True)
     scores = all_scores(factors, pd.concat(other, ignore_index=True))
-    per_task, pooled = agreement(scores, oracle_gain)
+    per_task, pooled = score_agreement(scores, oracle_gain)
     excess = pd.concat([layer_zero_excess(d).assign(task=t)
                         for t, d in factors.groupby("task", sort=False)], ignore_index=True)
 

@@ -210,3 +210,17 @@ def test_oracle_agreement_plot_draws_both_curves_the_proxy_and_the_target(sensit
     with pytest.raises(ValueError, match="'fisher'.*grad_norm"):
         plots.oracle_agreement(ceiling_by_seeds(oracle),
                                proxy_by_seeds(sensitivity_table(), oracle), proxy="fisher")
+
+
+def test_score_agreement_scores_every_named_layer_score(sensitivity_table):
+    from dmole_lab.analysis.profiles import score_agreement
+
+    prof = layer_profiles(sensitivity_table(), "grad_norm")
+    scores = pd.concat([prof.assign(score_name="same"),
+                        prof.assign(score_name="reversed", score=-prof["score"])])
+    per_task, pooled = score_agreement(scores, prof.rename(columns={"score": "gain"}))
+    assert len(per_task) == 2 * 3 * 2  # two scores, three tasks, two towers
+    p = pooled.set_index(["score_name", "tower"])
+    assert p.loc[("same", "vision"), "mean"] == pytest.approx(1.0)
+    assert p.loc[("reversed", "llm"), "mean"] == pytest.approx(-1.0)
+    assert p.loc[("same", "llm"), "count"] == 3

@@ -80,6 +80,21 @@ def agreement_with_oracle(profiles: pd.DataFrame, oracle: pd.DataFrame) -> pd.Da
     return pd.DataFrame(rows)
 
 
+
+def score_agreement(scores: pd.DataFrame, oracle: pd.DataFrame
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Spearman with the oracle (:func:`agreement_with_oracle`) of every named layer score in
+    ``scores`` (task, tower, layer, score_name, score; benchmarks/bench_layer_scores.py).
+    Returns the per-task table (task, tower, spearman, n_layers, score_name) and the pooled
+    one (score_name, tower, mean, std, count over tasks)."""
+    per_task = pd.concat([agreement_with_oracle(d.drop(columns="score_name"), oracle)
+                          .assign(score_name=name)
+                          for name, d in scores.groupby("score_name", sort=False)],
+                         ignore_index=True)
+    pooled = (per_task.groupby(["score_name", "tower"], sort=False)["spearman"]
+              .agg(["mean", "std", "count"]).reset_index())
+    return per_task, pooled
+
 def _pick(table: pd.DataFrame, column: str, value):
     allowed = sorted(set(table[column]))
     if value not in allowed:
