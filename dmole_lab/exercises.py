@@ -553,6 +553,17 @@ def solve_05_2(d: _Data) -> set[str]:
     return set(llm.loc[llm["mean"] >= llm["mean"].max() - 1e-9, "score_name"])
 
 
+
+#: The agreement of two halves of the oracle's seeds that exercise 05.4 asks about.
+SEEDS_TARGET = 0.75
+
+
+def solve_05_4(d: _Data) -> int:
+    """The smallest seed count at which the 36-seed vision oracle's two halves agree at
+    :data:`SEEDS_TARGET` or more (benchmarks/bench_oracle_agreement.py)."""
+    curve = results.open_run("oracle-vision-tiny", d.results_dir).summary("agreement")
+    return int(curve.loc[curve["split_half"] >= SEEDS_TARGET, "seeds"].min())
+
 def solve_05_3(d: _Data) -> bool:
     """Does the student's combined run (own experts only, no vision floor) have a higher AVG
     than the shipped own-experts-only run at seed 0?"""
@@ -621,6 +632,9 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              "oracle in the LLM", solve_05_2, _choice("the layer score")),
     Exercise("05.3", "True or False: does dropping the vision floor as well raise AVG over own "
              "experts only (seed 0)?", solve_05_3, _boolean("compare the two runs' AVG")),
+    Exercise("05.4", "an int: the smallest number of seeds at which the vision oracle's two "
+             f"halves agree at {SEEDS_TARGET} or more", solve_05_4,
+             _exact_int("the first seed count at the target")),
 )}
 
 

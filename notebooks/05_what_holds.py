@@ -417,3 +417,14 @@ check("05.2", answer)
 # %%
 answer = None  # True or False
 check("05.3", answer)
+
+# %% [markdown]
+# **4. Enough seeds.** (seconds) In the vision oracle's curve (`vision_run.summary("agreement")`),
+# at how many seeds do its two halves first agree at 0.75 or more? The Spearman-Brown formula
+# predicts the agreement of two means of k seeds from the agreement r1 of single seeds:
+# k r1 / (1 + (k - 1) r1). Put each task's single-seed agreement (`vision_ceiling`) into it:
+# how many seeds would it have asked for, and why might the measured curve need more?
+
+# %%
+answer = None  # an int, a number of seeds
+check("05.4", answer)

@@ -85,6 +85,7 @@ def test_the_answers_on_the_shipped_results():
     assert right_answer("04.4") == {"Last": True, "MFT": False}
     assert right_answer("05.1") == {"(b) own experts only"}
     assert right_answer("05.2") == {"snip"}
+    assert right_answer("05.4") == 20
 
 
 @pytest.mark.parametrize("placeholder", [None, ...])

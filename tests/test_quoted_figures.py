@@ -34,6 +34,7 @@ DOCS = {
     "nb03": ROOT / "notebooks" / "03_curriculum_dynamics.py",
     "nb04": ROOT / "notebooks" / "04_forgetting_curves.py",
     "nb05": ROOT / "notebooks" / "05_what_holds.py",
+    "sol05": ROOT / "notebooks" / "solutions" / "05_solutions.py",
 }
 #: The continual peers of the comparison (multi-task is the reference, dmole-v* are ablations).
 PEERS = ("seq-ft", "seq-lora", "lwf", "ewc", "o-lora", "moelora", "mole", "mola", "branchlora")
@@ -578,6 +579,30 @@ def _vision36_best_layers() -> tuple:
     return (int((best == 0).sum()), len(best), int((best <= 1).sum()),
             int((proxy_best == 0).sum()))
 
+
+
+def _vision_single_extreme(pick) -> tuple:
+    """(agreement, task) of the task whose single seeds agree least (pick=min) or most."""
+    from dmole_lab.analysis.profiles import oracle_ceiling
+
+    r1 = oracle_ceiling(_vision_oracle("oracle")).set_index("task")["single"]
+    task = r1.idxmin() if pick is min else r1.idxmax()
+    return float(r1[task]), task
+
+
+def _first_seeds(curve: pd.DataFrame, target: float) -> int:
+    """The smallest seed count whose split-half agreement reaches ``target``."""
+    return int(curve[curve.split_half >= target].seeds.min())
+
+def _spearman_brown(seeds: int) -> float:
+    """Spearman-Brown's agreement of two means of seeds / 2 seeds each, from every task's
+    single-seed agreement at all seeds, mean over tasks (solution 05.4)."""
+    from dmole_lab.analysis.profiles import oracle_ceiling
+
+    r1 = oracle_ceiling(_vision_oracle("oracle"))["single"]
+    k = seeds // 2
+    return float((k * r1 / (1 + (k - 1) * r1)).mean())
+
 def _probe_share(s: Shipped) -> tuple:
     return (100 * sum(s.stages("dmole-tiny", "probe_seconds"))
             / sum(s.stages("dmole-tiny", "train_seconds")),)
@@ -1107,6 +1132,17 @@ QUOTES = [
     Quote("readme-oracle-36", "README",
           rf"the vision layers need 36 seeds before two halves of them agree at ({NUM})\)",
           lambda s: (_vision_curve(36),)),
+    Quote("sol05-seeds", "sol05",
+          rf"\*\*Answer: (\d+) seeds\*\* \((\d+) a half; ({NUM})\), and the halves pass "
+          rf"({NUM}) only at (\d+)\. Fed each task's single-seed agreement at 36 seeds "
+          rf"\(({NUM}) for ([a-z_]+) to ({NUM}) for ([a-z_]+)\), Spearman-Brown predicts ({NUM}) "
+          rf"at 10 seeds and ({NUM}) at 12",
+          lambda s: (lambda c, lo, hi: (_first_seeds(c, 0.75), _first_seeds(c, 0.75) // 2,
+                                        _vision_curve(_first_seeds(c, 0.75)), 0.8,
+                                        _first_seeds(c, 0.8), *lo, *hi,
+                                        _spearman_brown(10), _spearman_brown(12)))(
+              _vision_oracle("agreement"), _vision_single_extreme(min),
+              _vision_single_extreme(max))),
     Quote("bench-scores-36", "benchmarks/README",
           rf"`grad_norm` ({NUM}) \+- ({NUM}), `grad_norm/weight_norm` ({NUM}) \+- ({NUM}), "
           rf"`fisher` ({NUM}) \+- ({NUM}), `cka_transform` ({NUM}) \+- ({NUM}), "
