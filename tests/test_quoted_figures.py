@@ -603,6 +603,11 @@ def _spearman_brown(seeds: int) -> float:
     k = seeds // 2
     return float((k * r1 / (1 + (k - 1) * r1)).mean())
 
+
+def _span(rows: pd.DataFrame, proxy: str, column: str = "oracle") -> tuple[float, float]:
+    v = rows[rows.proxy == proxy][column]
+    return float(v.min()), float(v.max())
+
 def _probe_share(s: Shipped) -> tuple:
     return (100 * sum(s.stages("dmole-tiny", "probe_seconds"))
             / sum(s.stages("dmole-tiny", "train_seconds")),)
@@ -1143,6 +1148,11 @@ QUOTES = [
                                         _spearman_brown(10), _spearman_brown(12)))(
               _vision_oracle("agreement"), _vision_single_extreme(min),
               _vision_single_extreme(max))),
+    Quote("bench-reliability-others", "benchmarks/README",
+          rf"`fisher` ({NUM})-({NUM}) and `snip` ({NUM})-({NUM}) in the LLM\).{{0,200}}?"
+          rf"`grad_norm` read after K\+1 = 2 batches agrees at ({NUM})\.",
+          lambda s: (lambda r: (*_span(r, "fisher"), *_span(r, "snip"), _vision_proxy(36)))(
+              pd.DataFrame(s.bench("proxy_reliability")["rows"]).query("tower == 'llm'"))),
     Quote("bench-scores-36", "benchmarks/README",
           rf"`grad_norm` ({NUM}) \+- ({NUM}), `grad_norm/weight_norm` ({NUM}) \+- ({NUM}), "
           rf"`fisher` ({NUM}) \+- ({NUM}), `cka_transform` ({NUM}) \+- ({NUM}), "
@@ -1359,6 +1369,22 @@ def test_plasticity_table(row, shipped):
         effect, se = mean_std(row["MFT vs default"])
         pairs += list(zip((effect, se), _effect(label, "MFT")))
     check(pairs, f"plasticity table, {label}")
+
+
+RELIABILITY_TABLE = pipe_table("benchmarks/README", "| K+1 | stability, LLM |")
+
+
+def test_proxy_reliability_table(shipped):
+    rows = pd.DataFrame(shipped.bench("proxy_reliability")["rows"])
+    g = rows[rows.proxy == "grad_norm"].set_index(["batches", "tower"])
+    assert [int(r["K+1"]) for r in RELIABILITY_TABLE] == sorted(set(rows.batches))
+    pairs = []
+    for row in RELIABILITY_TABLE:
+        b = int(row["K+1"])
+        pairs += [(row[f"{what}, {label}"], g.loc[(b, tower), column])
+                  for what, column in (("stability", "stability"), ("vs oracle", "oracle"))
+                  for label, tower in (("LLM", "llm"), ("vision", "vision"))]
+    check(pairs, "proxy reliability table")
 
 
 AGREEMENT_TABLE = pipe_table("benchmarks/README", "| seeds | split-half |")
