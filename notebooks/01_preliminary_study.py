@@ -262,7 +262,7 @@ ceiling.pivot(index="task", columns="tower", values="spearman")
 # the dotted lines are the oracle's agreement with itself, even seeds against odd seeds)?
 #
 # ```bash
-# python benchmarks/bench_proxy_reliability.py --seeds 5   # about 80 s on 2 CPU cores
+# python benchmarks/bench_proxy_reliability.py --seeds 5   # about 70 s on 2 CPU cores
 # ```
 
 # %%

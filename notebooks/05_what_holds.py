@@ -103,7 +103,7 @@ pd.set_option("display.width", 200)
 # (0.19) more than a seed moves them (0.11). Six vision layers that buy almost the same loss
 # need many seeds before their ranking shows (next section).
 # Cost of the shipped oracle: the 54 (task, seed) runs
-# took 5,082 s of process time on this 2-core machine, with other jobs sharing it (91 s each);
+# took 5,082 s of process time on this 2-core machine, with other jobs sharing it (94 s each);
 # they are kept under `runs/oracle-parts`, so more seeds train only the new ones.
 
 # %%
@@ -156,7 +156,7 @@ vision_ceiling.set_index("task")[["spearman", "single"]].T
 # oracle's own split-half agreement)?
 #
 # ```bash
-# python benchmarks/bench_proxy_reliability.py --seeds 5   # about 80 s on 2 CPU cores
+# python benchmarks/bench_proxy_reliability.py --seeds 5   # about 70 s on 2 CPU cores
 # ```
 #
 # Against the six-seed oracle, more probe batches still make the proxy stable (LLM: 0.86

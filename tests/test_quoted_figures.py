@@ -1153,6 +1153,14 @@ QUOTES = [
           rf"`grad_norm` read after K\+1 = 2 batches agrees at ({NUM})\.",
           lambda s: (lambda r: (*_span(r, "fisher"), *_span(r, "snip"), _vision_proxy(36)))(
               pd.DataFrame(s.bench("proxy_reliability")["rows"]).query("tower == 'llm'"))),
+    Quote("bench-rss-over-malloc", "benchmarks/README",
+          rf"The RSS peak is ({NUM})-({NUM})% above the allocated peak",
+          lambda s: (lambda r: (100 * (min(r) - 1), 100 * (max(r) - 1)))(
+              [row["rss_peak_mb"] / row["measured_peak_mb"]
+               for row in s.bench("plan_memory")["rows"]])),
+    Quote("bench-reliability-time", "benchmarks/README",
+          rf"bench_proxy_reliability\.py --seeds 5 # about ({NUM}) s on 2 cores",
+          lambda s: (s.bench("proxy_reliability")["probe_seconds"],), step=10),
     Quote("bench-scores-36", "benchmarks/README",
           rf"`grad_norm` ({NUM}) \+- ({NUM}), `grad_norm/weight_norm` ({NUM}) \+- ({NUM}), "
           rf"`fisher` ({NUM}) \+- ({NUM}), `cka_transform` ({NUM}) \+- ({NUM}), "
