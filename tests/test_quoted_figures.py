@@ -1134,6 +1134,13 @@ QUOTES = [
           lambda s: (_vision_curve(36), _vision_curve(12), *_vision_curve_range(20, 34),
                      *_vision_curve_range(2, 36, "single"), *_vision_ceiling_extremes(),
                      9 * 30, _vision_proxy(6), _vision_proxy(36))),
+    Quote("readme-nb05-routing", "README",
+          rf"earlier tasks' experts join ({NUM})% of a new task's training batches and are off "
+          rf"when it is tested\. Without it D-MoLE's MFT rises from ({NUM}) to ({NUM}) and its "
+          rf"AVG from ({NUM}) to ({NUM})\.",
+          lambda s: (100 * _switch("D-MoLE", "train_join_share"), _switch("D-MoLE", "MFT"),
+                     _switch("(b) own experts only", "MFT"), _switch("D-MoLE", "AVG"),
+                     _switch("(b) own experts only", "AVG"))),
     Quote("readme-oracle-36", "README",
           rf"the vision layers need 36 seeds before two halves of them agree at ({NUM})\)",
           lambda s: (_vision_curve(36),)),
