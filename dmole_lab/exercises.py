@@ -553,17 +553,6 @@ def solve_05_2(d: _Data) -> set[str]:
     return set(llm.loc[llm["mean"] >= llm["mean"].max() - 1e-9, "score_name"])
 
 
-
-#: The agreement of two halves of the oracle's seeds that exercise 05.4 asks about.
-SEEDS_TARGET = 0.75
-
-
-def solve_05_4(d: _Data) -> int:
-    """The smallest seed count at which the 36-seed vision oracle's two halves agree at
-    :data:`SEEDS_TARGET` or more (benchmarks/bench_oracle_agreement.py)."""
-    curve = results.open_run("oracle-vision-tiny", d.results_dir).summary("agreement")
-    return int(curve.loc[curve["split_half"] >= SEEDS_TARGET, "seeds"].min())
-
 def solve_05_3(d: _Data) -> bool:
     """Does the student's combined run (own experts only, no vision floor) have a higher AVG
     than the shipped own-experts-only run at seed 0?"""
@@ -576,6 +565,17 @@ def solve_05_3(d: _Data) -> bool:
     shipped = _switches(d)
     own = shipped[(shipped["variant"] == "(b) own experts only") & (shipped["seed"] == 0)]
     return bool(float(mine["AVG"].iloc[0]) > float(own["AVG"].iloc[0]))
+
+
+#: The agreement of two halves of the oracle's seeds that exercise 05.4 asks about.
+SEEDS_TARGET = 0.75
+
+
+def solve_05_4(d: _Data) -> int:
+    """The smallest seed count at which the 36-seed vision oracle's two halves agree at
+    :data:`SEEDS_TARGET` or more (benchmarks/bench_oracle_agreement.py)."""
+    curve = results.open_run("oracle-vision-tiny", d.results_dir).summary("agreement")
+    return int(curve.loc[curve["split_half"] >= SEEDS_TARGET, "seeds"].min())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,7 +80,6 @@ def agreement_with_oracle(profiles: pd.DataFrame, oracle: pd.DataFrame) -> pd.Da
     return pd.DataFrame(rows)
 
 
-
 def score_agreement(scores: pd.DataFrame, oracle: pd.DataFrame
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Spearman with the oracle (:func:`agreement_with_oracle`) of every named layer score in
@@ -94,6 +93,7 @@ def score_agreement(scores: pd.DataFrame, oracle: pd.DataFrame
     pooled = (per_task.groupby(["score_name", "tower"], sort=False)["spearman"]
               .agg(["mean", "std", "count"]).reset_index())
     return per_task, pooled
+
 
 def _pick(table: pd.DataFrame, column: str, value):
     allowed = sorted(set(table[column]))
@@ -147,7 +147,6 @@ def oracle_ceiling(oracle: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-
 def ceiling_by_seeds(oracle: pd.DataFrame) -> pd.DataFrame:
     """The oracle's agreement with itself as seeds are added: :func:`oracle_ceiling` of its
     first n = 2, 4, ... seeds, mean over tasks. Returns tower, seeds, split_half (even seeds'
@@ -174,6 +173,7 @@ def proxy_by_seeds(sensitivity: pd.DataFrame, oracle: pd.DataFrame,
         parts.append(pooled.rename(columns={"mean": "spearman"})
                      [["tower", "proxy", "spearman"]].assign(seeds=n))
     return pd.concat(parts, ignore_index=True)[["tower", "seeds", "proxy", "spearman"]]
+
 
 def normalise(profiles: pd.DataFrame, how: str = "minmax") -> pd.DataFrame:
     """Profiles with ``score`` normalised per task and tower (see :data:`NORMALISATIONS`)."""

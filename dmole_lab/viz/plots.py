@@ -600,7 +600,6 @@ def proxy_reliability(table: pd.DataFrame, proxy: str = "grad_norm",
     return fig
 
 
-
 def oracle_agreement(curve: pd.DataFrame, proxies: pd.DataFrame | None = None,
                      proxy: str = "grad_norm", target: float = 0.8, ax=None,
                      title: str | None = None):
@@ -631,6 +630,7 @@ def oracle_agreement(curve: pd.DataFrame, proxies: pd.DataFrame | None = None,
     _legend_outside(ax)
     ax.set_title(title or "Does the oracle agree with itself? (mean over tasks)")
     return fig
+
 
 def allocation_heatmaps(allocation: pd.DataFrame, tasks: list[str],
                         n_layers: dict[str, int], ax=None, title: str | None = None):
