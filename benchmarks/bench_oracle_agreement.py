@@ -13,7 +13,8 @@ interrupted run resumes. For n = 2, 4, ... seeds it reports the oracle's split-h
 :func:`dmole_lab.analysis.profiles.oracle_ceiling`) and the mean single-seed agreement, and,
 when the probe that bench_proxy_oracle.py shipped (results/probe-<preset>) is there, each
 proxy's Spearman with the oracle of those n seeds (is the proxy's weak showing the oracle's
-noise?). Writes benchmarks/results/oracle_agreement.json; ``--ship`` also stores the oracle
+noise?), and what the tower's oracle cost to train (``cost``: seconds kept in every part,
+cached or new). Writes benchmarks/results/oracle_agreement.json; ``--ship`` also stores the oracle
 and both curves as results/oracle-<tower>-<preset> (notebook 05).
 """
 
@@ -33,7 +34,7 @@ from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
 from dmole_lab.models.anatomy import anatomy_of
 from dmole_lab.models.loading import load_model
-from dmole_lab.probes.oracle import oracle_gains, oracle_parts
+from dmole_lab.probes.oracle import oracle_cost, oracle_gains, oracle_parts
 from dmole_lab.store import write_json, write_table
 from dmole_lab.viz.results import RESULTS_DIR, open_run
 
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
     curve = ceiling_by_seeds(oracle)
     result = {"preset": args.preset, "tower": args.tower, "steps": args.steps, "tasks": tasks,
               "seconds_this_call": round(time.perf_counter() - t0, 1),
+              "cost": oracle_cost(oracle),
               "agreement": [{"seeds": int(r.seeds), "split_half": round(r.split_half, 3),
                              "single": round(r.single, 3)} for r in curve.itertuples()]}
     tables = {"oracle": oracle, "agreement": curve}

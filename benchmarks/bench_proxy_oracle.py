@@ -42,7 +42,7 @@ from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
 from dmole_lab.engine.probe_stream import probe_stream
 from dmole_lab.models.loading import load_model
-from dmole_lab.probes.oracle import oracle_gains, oracle_parts
+from dmole_lab.probes.oracle import oracle_cost, oracle_gains, oracle_parts
 from dmole_lab.store import write_json, write_table
 from dmole_lab.viz.report import write_probe_figures
 from dmole_lab.viz.results import RESULTS_DIR, ship
@@ -130,6 +130,7 @@ def main(argv=None) -> int:
     result = {
         "preset": args.preset, "tasks": tasks, "steps_per_layer": args.steps,
         "seeds": args.seeds, "probe_batches": k1, "oracle_seconds": round(oracle_seconds, 1),
+        "oracle_cost": oracle_cost(oracle),
         "spearman_proxy_vs_oracle": {
             f"{r.tower}/{r.proxy}": f"{r['mean']:+.2f} +- {r['std']:.2f}"
             for _, r in pooled.iterrows()},

@@ -435,6 +435,9 @@ def test_bench_oracle_agreement_smoke_reads_shared_seeds_and_trains_the_rest(
     result = json.loads(out.read_text())
     assert [r["seeds"] for r in result["agreement"]] == [2, 4]
     assert all(-1 <= r["split_half"] <= 1 for r in result["agreement"])
+    # the two seeds read from bench_proxy_oracle's cache keep their cost, as do the new ones
+    assert result["cost"]["parts"] == result["cost"]["parts_timed"] == 4
+    assert result["cost"]["train_seconds"] > 0
     proxies = result["proxy_vs_oracle"]  # the probe bench_proxy_oracle.py shipped
     assert proxies["probe"] == "probe-smoke"
     assert [r["seeds"] for r in proxies["by_seeds"]] == [2, 4]

@@ -82,6 +82,7 @@ def test_oracle_trains_each_layer_alone_and_leaves_the_base_untouched(micro_mode
     assert list(zip(gains.tower, gains.layer)) == [("vision", 1), ("llm", 0), ("llm", 1)]
     assert gains.loss_before.tolist() == pytest.approx([before] * 3)
     assert (gains.gain > 0).all()  # fitting the very data it is scored on must lower the loss
+    assert (gains.seconds > 0).all()  # each layer keeps what it cost
     after = model.state_dict()
     assert after.keys() == base.keys()
     assert all(torch.equal(after[k], v) for k, v in base.items())
@@ -115,3 +116,13 @@ def test_ship_and_open_a_stored_run(probe_overrides, tmp_path):
     with pytest.raises(FileNotFoundError, match="no stored run 'nope'"):
         results.open_run("nope", results_dir=tmp_path / "results")
     assert "probe-tiny" in results.available()  # shipped with the project
+
+
+def test_oracle_cost_sums_the_kept_times_and_counts_parts_without_one():
+    from dmole_lab.probes.oracle import oracle_cost
+
+    oracle = pd.DataFrame({"task": ["a", "a", "a", "a", "b", "b"], "seed": [0, 0, 1, 1, 0, 0],
+                           "seconds": [1.0, 2.0, 3.0, 4.0, None, None]})
+    assert oracle_cost(oracle) == {"train_seconds": 10.0, "parts": 3, "parts_timed": 2}
+    assert oracle_cost(oracle.drop(columns="seconds")) == {"train_seconds": 0.0, "parts": 3,
+                                                          "parts_timed": 0}

@@ -1129,7 +1129,7 @@ QUOTES = [
           rf"twelve seeds to ({NUM})-({NUM}) between 20 and 34 seeds; single seeds stay at "
           rf"({NUM})-({NUM}) whatever their number\. Per task the 36-seed halves agree at "
           rf"({NUM}) \(([a-z_, ]+)\) to ({NUM}) \(([a-z_, ]+)\)\..{{0,40}}?Seeds 6-35 are "
-          rf"(\d+) runs.{{0,300}}?`grad_norm`'s Spearman with the oracle is ({NUM}) at six "
+          rf"(\d+) runs.{{0,600}}?`grad_norm`'s Spearman with the oracle is ({NUM}) at six "
           rf"seeds and ({NUM}) at 36",
           lambda s: (_vision_curve(36), _vision_curve(12), *_vision_curve_range(20, 34),
                      *_vision_curve_range(2, 36, "single"), *_vision_ceiling_extremes(),
@@ -1168,6 +1168,10 @@ QUOTES = [
     Quote("bench-reliability-time", "benchmarks/README",
           rf"bench_proxy_reliability\.py --seeds 5 # about ({NUM}) s on 2 cores",
           lambda s: (s.bench("proxy_reliability")["probe_seconds"],), step=10),
+    Quote("bench-oracle-cost", "benchmarks/README",
+          r"so the JSON's `cost` counts (\d+) of (\d+) parts timed",
+          lambda s: (lambda c: (c["parts_timed"], c["parts"]))(
+              s.bench("oracle_agreement")["cost"])),
     Quote("bench-scores-36", "benchmarks/README",
           rf"`grad_norm` ({NUM}) \+- ({NUM}), `grad_norm/weight_norm` ({NUM}) \+- ({NUM}), "
           rf"`fisher` ({NUM}) \+- ({NUM}), `cka_transform` ({NUM}) \+- ({NUM}), "

@@ -10,6 +10,7 @@ so it is a benchmark (benchmarks/bench_proxy_oracle.py), not something a method 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -74,7 +75,8 @@ def oracle_gains(model: torch.nn.Module, train: Encoded, held_out: Encoded,
 
     Every layer gets the same data order, steps and learning rate (``train_cfg``), starting
     from the same base weights (the LoRA is removed, not merged, after each layer). Returns
-    tower, layer, loss_before, loss_after, gain (= before - after).
+    tower, layer, loss_before, loss_after, gain (= before - after), and seconds (what training
+    and scoring that layer's LoRA took, so a cached oracle keeps its cost).
     """
     from peft import LoraConfig
 
@@ -87,6 +89,7 @@ def oracle_gains(model: torch.nn.Module, train: Encoded, held_out: Encoded,
         targets = [m.path for m in anatomy.candidates(tower) if m.layer == layer]
         if not targets:
             raise ValueError(f"{tower} layer {layer} has no candidate module")
+        t0 = time.perf_counter()
         seed_everything(seed)
         peft_model = get_peft_model_quietly(model, LoraConfig(
             r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets))
@@ -97,5 +100,18 @@ def oracle_gains(model: torch.nn.Module, train: Encoded, held_out: Encoded,
         for p in model.parameters():
             p.requires_grad_(False)
         rows.append({"tower": tower, "layer": layer, "loss_before": before,
-                     "loss_after": after, "gain": before - after})
+                     "loss_after": after, "gain": before - after,
+                     "seconds": time.perf_counter() - t0})
     return pd.DataFrame(rows)
+
+
+def oracle_cost(oracle: pd.DataFrame) -> dict:
+    """What an oracle table (task, seed, ..., seconds from :func:`oracle_gains`) cost to train:
+    seconds summed over its rows, and how many of its (task, seed) parts carry a time (parts
+    cached before times were kept have none), so a rerun from the cache still reports it."""
+    parts = oracle.groupby(["task", "seed"], sort=False)
+    if "seconds" not in oracle:
+        return {"train_seconds": 0.0, "parts": int(parts.ngroups), "parts_timed": 0}
+    return {"train_seconds": round(float(oracle["seconds"].sum()), 1),
+            "parts": int(parts.ngroups),
+            "parts_timed": int((parts["seconds"].count() > 0).sum())}
