@@ -14,8 +14,9 @@ interrupted run resumes. For n = 2, 4, ... seeds it reports the oracle's split-h
 when the probe that bench_proxy_oracle.py shipped (results/probe-<preset>) is there, each
 proxy's Spearman with the oracle of those n seeds (is the proxy's weak showing the oracle's
 noise?), and what the tower's oracle cost to train (``cost``: seconds kept in every part,
-cached or new). Writes benchmarks/results/oracle_agreement.json; ``--ship`` also stores the oracle
-and both curves as results/oracle-<tower>-<preset> (notebook 05).
+cached or new). Writes benchmarks/results/oracle_agreement.json; ``--ship`` also stores the
+oracle, both curves and the per-task agreement at all seeds (``oracle_ceiling``, as
+bench_proxy_oracle.py ships it) as results/oracle-<tower>-<preset> (notebook 05).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmole_lab.analysis.profiles import ceiling_by_seeds, proxy_by_seeds
+from dmole_lab.analysis.profiles import ceiling_by_seeds, oracle_ceiling, proxy_by_seeds
 from dmole_lab.config import build_config, parse_cli_overrides, to_dict
 from dmole_lab.data.encode import encode
 from dmole_lab.data.stream import build_stream
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
               "cost": oracle_cost(oracle),
               "agreement": [{"seeds": int(r.seeds), "split_half": round(r.split_half, 3),
                              "single": round(r.single, 3)} for r in curve.itertuples()]}
-    tables = {"oracle": oracle, "agreement": curve}
+    tables = {"oracle": oracle, "agreement": curve, "oracle_ceiling": oracle_ceiling(oracle)}
     probe = Path(args.results_dir) / f"probe-{args.preset}"
     if (probe / "manifest.json").is_file():
         run = open_run(probe.name, Path(args.results_dir))

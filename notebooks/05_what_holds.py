@@ -45,7 +45,7 @@ import pandas as pd
 
 from dmole_lab.analysis.compare import format_table, method_table, run_metrics
 from dmole_lab.analysis.plasticity import SWITCHES, labelled, paired_effects, switch_methods
-from dmole_lab.analysis.profiles import oracle_ceiling, oracle_profiles, score_agreement
+from dmole_lab.analysis.profiles import oracle_profiles, score_agreement
 from dmole_lab.viz import plots, results
 from dmole_lab.viz.widgets import ComparisonExplorer, LayerScoreExplorer
 
@@ -133,7 +133,7 @@ plots.oracle_agreement(vision_run.summary("agreement"), vision_run.summary("prox
 
 # %%
 vision_oracle = vision_run.summary("oracle")
-vision_ceiling = oracle_ceiling(vision_oracle)
+vision_ceiling = vision_run.summary("oracle_ceiling")
 vision_ceiling.set_index("task")[["spearman", "single"]].T
 
 # %% [markdown]

@@ -446,6 +446,7 @@ def test_bench_oracle_agreement_smoke_reads_shared_seeds_and_trains_the_rest(
     oracle = pd.read_parquet(shipped / "oracle.parquet")
     assert set(oracle.tower) == {"vision"} and sorted(set(oracle.seed)) == [0, 1, 2, 3]
     curve = pd.read_parquet(shipped / "agreement.parquet")
+    assert set(pd.read_parquet(shipped / "oracle_ceiling.parquet").task) == {"caption"}
     assert curve["split_half"].round(3).tolist() == [r["split_half"] for r in result["agreement"]]
     assert len(pd.read_parquet(shipped / "proxy_by_seeds.parquet").query("seeds == 4")) == len(
         proxies["by_seeds"][1]) - 1

@@ -549,9 +549,7 @@ def _vision_proxy(seeds: int, proxy: str = "grad_norm") -> float:
 
 def _vision_ceiling_extremes() -> tuple:
     """Lowest and highest per-task split-half agreement at all seeds, with the tasks."""
-    from dmole_lab.analysis.profiles import oracle_ceiling
-
-    c = oracle_ceiling(_vision_oracle("oracle")).set_index("task")["spearman"].round(2)
+    c = _vision_oracle("oracle_ceiling").set_index("task")["spearman"].round(2)
     low, high = c.min(), c.max()
     return (low, ", ".join(c[c == low].index), high, ", ".join(c[c == high].index))
 
@@ -580,12 +578,9 @@ def _vision36_best_layers() -> tuple:
             int((proxy_best == 0).sum()))
 
 
-
 def _vision_single_extreme(pick) -> tuple:
     """(agreement, task) of the task whose single seeds agree least (pick=min) or most."""
-    from dmole_lab.analysis.profiles import oracle_ceiling
-
-    r1 = oracle_ceiling(_vision_oracle("oracle")).set_index("task")["single"]
+    r1 = _vision_oracle("oracle_ceiling").set_index("task")["single"]
     task = r1.idxmin() if pick is min else r1.idxmax()
     return float(r1[task]), task
 
@@ -594,12 +589,11 @@ def _first_seeds(curve: pd.DataFrame, target: float) -> int:
     """The smallest seed count whose split-half agreement reaches ``target``."""
     return int(curve[curve.split_half >= target].seeds.min())
 
+
 def _spearman_brown(seeds: int) -> float:
     """Spearman-Brown's agreement of two means of seeds / 2 seeds each, from every task's
     single-seed agreement at all seeds, mean over tasks (solution 05.4)."""
-    from dmole_lab.analysis.profiles import oracle_ceiling
-
-    r1 = oracle_ceiling(_vision_oracle("oracle"))["single"]
+    r1 = _vision_oracle("oracle_ceiling")["single"]
     k = seeds // 2
     return float((k * r1 / (1 + (k - 1) * r1)).mean())
 
@@ -1423,3 +1417,8 @@ def test_oracle_agreement_table(shipped):
     # the shipped run the notebook draws is the same oracle as the benchmark's JSON
     curve = _vision_oracle("agreement")
     assert curve["split_half"].round(3).tolist() == [r["split_half"] for r in rows.values()]
+    # its per-task table at all seeds is the curve's last point, task by task
+    ceiling = _vision_oracle("oracle_ceiling")
+    assert set(ceiling.seeds_per_half) == {int(curve.seeds.max()) // 2}
+    assert ceiling["spearman"].mean() == pytest.approx(curve["split_half"].iloc[-1])
+    assert ceiling["single"].mean() == pytest.approx(curve["single"].iloc[-1])

@@ -147,13 +147,19 @@ def oracle_ceiling(oracle: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+
+def _first_seeds(oracle: pd.DataFrame):
+    """(n, the oracle's rows of seeds 0 .. n - 1) for n = 2, 4, ... up to its seed count."""
+    for n in range(2, int(oracle["seed"].nunique()) + 1, 2):
+        yield n, oracle[oracle["seed"] < n]
+
 def ceiling_by_seeds(oracle: pd.DataFrame) -> pd.DataFrame:
     """The oracle's agreement with itself as seeds are added: :func:`oracle_ceiling` of its
     first n = 2, 4, ... seeds, mean over tasks. Returns tower, seeds, split_half (even seeds'
     mean against odd seeds' mean) and single (mean over pairs of single seeds)."""
     rows = []
-    for n in range(2, int(oracle["seed"].nunique()) + 1, 2):
-        c = oracle_ceiling(oracle[oracle["seed"] < n])
+    for n, first in _first_seeds(oracle):
+        c = oracle_ceiling(first)
         for tower, d in c.groupby("tower", sort=False):
             rows.append({"tower": tower, "seeds": n, "split_half": float(d["spearman"].mean()),
                          "single": float(d["single"].mean())})
@@ -167,9 +173,8 @@ def proxy_by_seeds(sensitivity: pd.DataFrame, oracle: pd.DataFrame,
     agrees more with itself? Returns tower, seeds, proxy, spearman."""
     sensitivity = sensitivity[sensitivity["task"].isin(set(oracle["task"]))]
     parts = []
-    for n in range(2, int(oracle["seed"].nunique()) + 1, 2):
-        _, pooled = proxy_vs_oracle(sensitivity,
-                                    oracle_profiles(oracle[oracle["seed"] < n], "gain"), batches)
+    for n, first in _first_seeds(oracle):
+        _, pooled = proxy_vs_oracle(sensitivity, oracle_profiles(first, "gain"), batches)
         parts.append(pooled.rename(columns={"mean": "spearman"})
                      [["tower", "proxy", "spearman"]].assign(seeds=n))
     return pd.concat(parts, ignore_index=True)[["tower", "seeds", "proxy", "spearman"]]

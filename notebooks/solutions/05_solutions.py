@@ -109,17 +109,17 @@ else:
 # ## Exercise 05.4: enough seeds (seconds)
 
 # %%
-from dmole_lab.analysis.profiles import oracle_ceiling
+from dmole_lab.exercises import SEEDS_TARGET
 
 vision_run = results.open_run("oracle-vision-tiny")
 curve = vision_run.summary("agreement").set_index("seeds")
 print(curve[["split_half", "single"]].round(2).T)
-answer = int(curve.index[curve["split_half"] >= 0.75].min())
+answer = int(curve.index[curve["split_half"] >= SEEDS_TARGET].min())
 check("05.4", answer)
 
 # %%
 # Spearman-Brown, task by task: two means of k seeds each from single seeds' agreement r1
-r1 = oracle_ceiling(vision_run.summary("oracle")).set_index("task")["single"]
+r1 = vision_run.summary("oracle_ceiling").set_index("task")["single"]
 predicted = pd.Series({2 * k: float((k * r1 / (1 + (k - 1) * r1)).mean()) for k in range(1, 19)})
 pd.DataFrame({"predicted": predicted, "measured": curve["split_half"]}).round(2).T
 
